@@ -28,12 +28,16 @@ from mbrec.models.base import Recommender, register
 
 @dataclass
 class LightGCNConfig:
+    """``layers`` L; ``reg`` λ of the batch-row L2; ``graph`` target|merged; ``sampling``: one triple per
+    target training pair per epoch (``interactions``, the official sampler's volume) or per user (``users``)."""
+
     dim: int = 64
     layers: int = 3
     reg: float = 1e-4
     init: Literal["normal", "xavier"] = "normal"
     init_std: float = 0.1
     graph: Literal["target", "merged"] = "target"
+    sampling: Literal["interactions", "users"] = "interactions"
 
 
 def propagate_mean(op: SparseOperator, ego: torch.Tensor, layers: int) -> torch.Tensor:
@@ -56,7 +60,8 @@ class LightGCNBase(Recommender):
         self.op = SparseOperator(normalized_bipartite(graph, "symmetric"), device=device, symmetric=True)
         self.user_emb = nn.Parameter(torch.empty(self.n_users, c.dim))
         self.item_emb = nn.Parameter(torch.empty(self.n_items, c.dim))
-        self.batch_spec = BPRSpec(behaviors=(dataset.target,), positives=1, negatives_against="target")
+        self.batch_spec = BPRSpec(behaviors=(dataset.target,), positives=1, negatives_against="target",
+                                  epoch=c.sampling)
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.reset_parameters()
 

@@ -3,6 +3,7 @@ r"""Matrix factorisation with BPR (MF-BPR): :math:`\hat y_{ui} = \langle p_u, q_
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -18,6 +19,7 @@ class MFConfig:
     dim: int = 64
     reg: float = 1e-4
     init_std: float = 0.1
+    sampling: Literal["interactions", "users"] = "interactions"
 
 
 @register("mf")
@@ -30,7 +32,8 @@ class MF(Recommender):
         super().__init__(dataset, config, device)
         self.user_emb = nn.Parameter(torch.empty(self.n_users, config.dim))
         self.item_emb = nn.Parameter(torch.empty(self.n_items, config.dim))
-        self.batch_spec = BPRSpec(behaviors=(dataset.target,), positives=1, negatives_against="target")
+        self.batch_spec = BPRSpec(behaviors=(dataset.target,), positives=1, negatives_against="target",
+                                  epoch=config.sampling)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -1,0 +1,319 @@
+"""Benchmark grids: every (model entry × dataset × seed) cell trained one after another, resumably.
+
+A grid file (YAML)::
+
+    name: taobao                          # results go to benchmarks/results/<name> unless results_dir is set
+    output_dir: runs/bench                # run folders (checkpoints) of the cells
+    results_dir: benchmarks/results/taobao
+    datasets: [taobao]                    # dataset specs (mbrec.data.registry.load_dataset)
+    seeds: [1, 2, 3]
+    set: [train.epochs=5]                 # overrides for every cell
+    models:
+      - {label: COPF, model: copf, config: "configs/copf_{dataset}.yaml", set: [params.layers=2]}
+      - {label: MF-BPR, model: mf, datasets: [taobao]}   # no config file: model defaults + overrides
+    baseline_labels: [MF-BPR]             # rows compared in the relative-gain line of the summary
+    proposed_labels: [COPF]
+
+The run config of a cell is built in this order: the entry's YAML file (``{dataset}`` in its path is the
+dataset spec up to its first ``:``, so ``synthetic:tiny`` reads ``configs/copf_synthetic.yaml``; relative
+paths are relative to the working directory) or an empty config when the entry has none; the grid's
+``set``; the entry's ``set`` (the more specific override wins); and finally the cell's identity, which
+always comes from the grid: ``model``, ``dataset``, ``train.seed``, ``output_dir``, ``results_dir`` and
+the run name ``<label>-<dataset>-s<seed>`` (``/`` and ``:`` of the spec replaced as in
+:meth:`RunConfig.run_name`). Every cell's config (model params included) is validated before any cell
+runs, so a typo fails in a second, not after hours of training.
+
+Status of a cell:
+
+* ``skipped`` — its config file does not exist (e.g. a model with no Beibei config); not an error;
+* ``done`` — ``<results_dir>/<run name>.json`` exists and holds the same config: never run twice;
+* ``resume`` — the run folder has a ``last.pt`` written under the same config: training continues from it;
+* ``run`` — anything else (a stale result or checkpoint of another config is overwritten).
+
+Configs are compared as plain data, ignoring ``train.progress`` (display only).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mbrec.config import ConfigError, RunConfig, apply_overrides, from_dict, to_dict
+from mbrec.data.dataset import MultiBehaviorDataset
+from mbrec.models.base import model_class
+from mbrec.train.checkpoint import atomic_write_json, load_checkpoint
+from mbrec.train.runner import load_run_dataset, run_dir_of, run_training
+
+GRID_META_FILE = "grid.json"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+@dataclass
+class ModelEntry:
+    """One row of the grid: ``label`` (unique row name), ``model`` (registry name), ``config`` (optional
+    YAML run config path, may contain ``{dataset}``), ``set`` overrides, ``datasets`` (optional subset)."""
+
+    label: str = ""
+    model: str = ""
+    config: str | None = None
+    set: list[str] = field(default_factory=list)
+    datasets: list[str] | None = None
+
+
+@dataclass
+class GridSpec:
+    """A benchmark grid (see the module docstring for the keys)."""
+
+    name: str = ""
+    datasets: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    models: list[ModelEntry] = field(default_factory=list)
+    output_dir: str = "runs"
+    results_dir: str | None = None
+    set: list[str] = field(default_factory=list)
+    baseline_labels: list[str] = field(default_factory=list)
+    proposed_labels: list[str] = field(default_factory=list)
+
+    @property
+    def results_path(self) -> Path:
+        return Path(self.results_dir or f"benchmarks/results/{self.name}")
+
+    @property
+    def labels(self) -> list[str]:
+        return [m.label for m in self.models]
+
+    def validate(self) -> None:
+        if not _SAFE_NAME.match(self.name):
+            raise ConfigError(f"name: {self.name!r} must be a non-empty name of letters, digits and _.+-")
+        for key in ("datasets", "seeds", "models"):
+            values = getattr(self, key)
+            if not values:
+                raise ConfigError(f"{key}: at least one is required")
+        for key, values in (("datasets", self.datasets), ("seeds", self.seeds), ("labels", self.labels)):
+            dupes = sorted({str(v) for v in values if values.count(v) > 1})
+            if dupes:
+                raise ConfigError(f"{key}: {dupes[0]} appears twice")
+        for i, entry in enumerate(self.models):
+            if not _SAFE_NAME.match(entry.label):
+                raise ConfigError(f"models[{i}].label: {entry.label!r} must be letters, digits and _.+-")
+            if not entry.model:
+                raise ConfigError(f"models[{i}].model: required (a registered model name)")
+            unknown = [d for d in entry.datasets or [] if d not in self.datasets]
+            if unknown:
+                raise ConfigError(f"models[{i}].datasets: {unknown[0]!r} is not one of the grid's datasets")
+        for key in ("baseline_labels", "proposed_labels"):
+            unknown = [lab for lab in getattr(self, key) if lab not in self.labels]
+            if unknown:
+                raise ConfigError(f"{key}: unknown label {unknown[0]!r}")
+        both = set(self.baseline_labels) & set(self.proposed_labels)
+        if both:
+            raise ConfigError(f"label {sorted(both)[0]!r} is both a baseline and a proposed model")
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    """Read and validate a grid file; problems raise a one-line :class:`ConfigError` naming the file."""
+    data = _read_yaml(Path(path))
+    try:
+        return from_dict(GridSpec, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+# ------------------------------------------------------------------------------------ cells
+@dataclass
+class Cell:
+    """One (entry, dataset, seed) run; ``config`` is None when the cell is skipped."""
+
+    label: str
+    dataset: str
+    seed: int
+    name: str
+    config: RunConfig | None
+    skip_reason: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.label} {self.dataset} s{self.seed}"
+
+
+def cell_name(label: str, dataset: str, seed: int) -> str:
+    """``<label>-<dataset>-s<seed>`` with the spec's ``/`` and ``:`` replaced like RunConfig.run_name."""
+    return f"{label}-{dataset_slug(dataset)}-s{seed}"
+
+
+def dataset_slug(dataset: str) -> str:
+    return dataset.replace("/", "_").replace(":", "-")
+
+
+def expand_grid(grid: GridSpec, only: list[str] | None = None) -> list[Cell]:
+    """All cells, dataset by dataset (consecutive cells share the loaded dataset), then entry, then seed.
+
+    ``only`` restricts to these labels. Every non-skipped cell's config is validated (model params too).
+    """
+    unknown = [lab for lab in only or [] if lab not in grid.labels]
+    if unknown:
+        raise ConfigError(f"--only: unknown label {unknown[0]!r} (grid labels: {', '.join(grid.labels)})")
+    cells = []
+    for dataset in grid.datasets:
+        for entry in grid.models:
+            if (only and entry.label not in only) or (entry.datasets and dataset not in entry.datasets):
+                continue
+            path = Path(entry.config.replace("{dataset}", dataset.split(":", 1)[0])) if entry.config else None
+            for seed in grid.seeds:
+                name = cell_name(entry.label, dataset, seed)
+                if path is not None and not path.exists():
+                    cells.append(Cell(entry.label, dataset, seed, name, None, f"no config {path}"))
+                    continue
+                cfg = _cell_config(grid, entry, path, dataset, seed, name)
+                cells.append(Cell(entry.label, dataset, seed, name, cfg))
+    return cells
+
+
+def _cell_config(grid: GridSpec, entry: ModelEntry, path: Path | None, dataset: str, seed: int,
+                 name: str) -> RunConfig:
+    where = f"{entry.label} on {dataset}"
+    data = _read_yaml(path) if path is not None else {}
+    file_model = data.get("model")
+    if file_model is not None and file_model != entry.model:
+        raise ConfigError(f"{where}: {path} is a config of model {file_model!r}, "
+                          f"the entry says {entry.model!r}")
+    try:
+        data = apply_overrides(data, [*grid.set, *entry.set])
+        data.update(model=entry.model, dataset=dataset, name=name, output_dir=grid.output_dir,
+                    results_dir=str(grid.results_path))
+        data.setdefault("train", {})
+        if not isinstance(data["train"], dict):
+            raise ConfigError("train: expected a mapping")
+        data["train"]["seed"] = seed
+        cfg = from_dict(RunConfig, data)
+        from_dict(model_class(cfg.model).Config, cfg.params, "params")
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return cfg
+
+
+def comparable_config(config: dict) -> dict:
+    """A run config as plain JSON data without the display-only ``train.progress``."""
+    data = json.loads(json.dumps(config))
+    data.get("train", {}).pop("progress", None)
+    return data
+
+
+def cell_status(cell: Cell) -> tuple[str, str]:
+    """``(status, detail)`` with status ``skipped``, ``done``, ``resume`` or ``run`` (module docstring)."""
+    if cell.config is None:
+        return "skipped", cell.skip_reason or ""
+    wanted = comparable_config(to_dict(cell.config))
+    result = Path(cell.config.results_dir) / f"{cell.name}.json"
+    stale = ""
+    if result.exists():
+        with open(result, encoding="utf-8") as fh:
+            record = json.load(fh)
+        if comparable_config(record.get("config", {})) == wanted:
+            return "done", f"cached {result}"
+        stale = "a result of another config is replaced"
+    last = run_dir_of(cell.config) / "last.pt"
+    if last.exists():
+        state = load_checkpoint(last)
+        if comparable_config(state.get("run_config", {})) == wanted:
+            return "resume", f"from epoch {state.get('epoch')}"
+        stale = stale or "a checkpoint of another config is replaced"
+    return "run", stale
+
+
+# ------------------------------------------------------------------------------------ running
+@dataclass
+class GridReport:
+    """What happened to each cell: ``(cell, status, detail)``; status is a :func:`cell_status` value or
+    ``failed``, ``finished`` (ran to the end now) or, in a dry run, the status it would have."""
+
+    outcomes: list[tuple[Cell, str, str]] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for _, s, _ in self.outcomes if s == status)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.count("failed") else 0
+
+    def summary_line(self, name: str) -> str:
+        parts = [f"{self.count(s)} {s}" for s in ("finished", "done", "skipped", "failed", "run", "resume")
+                 if self.count(s)]
+        return f"grid {name}: {len(self.outcomes)} cells: " + ", ".join(parts)
+
+
+def write_grid_meta(grid: GridSpec, grid_file: str | None) -> Path:
+    """``grid.json`` in the results folder: row order and which rows are baselines / proposed models."""
+    path = grid.results_path / GRID_META_FILE
+    atomic_write_json(path, {"name": grid.name, "grid_file": grid_file, "labels": grid.labels,
+                             "models": {m.label: m.model for m in grid.models},
+                             "baseline_labels": grid.baseline_labels, "proposed_labels": grid.proposed_labels,
+                             "datasets": grid.datasets, "seeds": grid.seeds})
+    return path
+
+
+DatasetLoader = Callable[[RunConfig], MultiBehaviorDataset]
+
+
+def run_grid(grid: GridSpec, only: list[str] | None = None, dry_run: bool = False,
+             grid_file: str | None = None, log: Callable[[str], None] = print,
+             load_dataset: DatasetLoader = load_run_dataset) -> GridReport:
+    """Run the grid's cells sequentially (see the module docstring); one progress line per cell.
+
+    A run cell logs a line when it starts (``run``/``resume``) and one when it ends (``finished`` with
+    its selected metric, or ``failed`` with the error; a failure does not stop the grid). ``dry_run``
+    logs each cell's status and touches nothing. Datasets are loaded once per consecutive block of cells
+    with the same data settings.
+    """
+    cells = expand_grid(grid, only)
+    report = GridReport()
+    if not dry_run:
+        write_grid_meta(grid, grid_file)
+    loaded: tuple[str, MultiBehaviorDataset] | None = None
+    n = len(cells)
+    for i, cell in enumerate(cells, 1):
+        status, detail = cell_status(cell)
+        head = f"[{i}/{n}] {cell.describe()}"
+        log(f"{head}: {status}" + (f" ({detail})" if detail else ""))
+        if dry_run or status in ("skipped", "done"):
+            report.outcomes.append((cell, status, detail))
+            continue
+        cfg = cell.config
+        key = json.dumps([cfg.dataset, to_dict(cfg.data)])
+        command = f"mbrec bench run {grid_file or grid.name} --only {cell.label}"
+        try:
+            if loaded is None or loaded[0] != key:
+                loaded = None  # release the previous dataset before loading the next
+                loaded = (key, load_dataset(cfg))
+            record = run_training(cfg, resume=status == "resume", command=command, dataset=loaded[1])
+        except Exception as e:  # a failing cell is reported; the grid goes on
+            message = f"{type(e).__name__}: {e}".splitlines()[0]
+            log(f"{head}: failed ({message})")
+            report.outcomes.append((cell, "failed", message))
+            continue
+        metric = cfg.train.select_metric
+        value = record["metrics"].get(metric)
+        shown = f"{metric}={value:.4f}" if value is not None else "no evaluation"
+        log(f"{head}: finished ({shown}, epoch {record['selected_epoch']}, {record['wall_seconds']:.1f}s)")
+        report.outcomes.append((cell, "finished", shown))
+    log(report.summary_line(grid.name))
+    return report

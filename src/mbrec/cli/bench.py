@@ -1,0 +1,88 @@
+"""``mbrec bench``: run a benchmark grid, summarise its results, plot them.
+
+* ``mbrec bench run GRID.yaml [--only LABEL ...] [--dry-run]`` — run the grid's cells (finished cells
+  are never rerun, interrupted ones resume); ``--dry-run`` prints each cell's status only.
+* ``mbrec bench summary RESULTS_DIR [--readme README.md]`` — write ``summary.md``/``summary.json``;
+  with ``--readme``, replace the README's generated results table.
+* ``mbrec bench plot RESULTS_DIR`` — bar charts and training curves under ``RESULTS_DIR/plots``.
+
+Handlers return the exit code: 0 ok, 1 a cell failed or plots cannot be drawn, 2 a config problem
+(one ``error: ...`` line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mbrec.config import ConfigError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``bench`` and its ``run``/``summary``/``plot`` subcommands on a subparsers object."""
+    bench = subparsers.add_parser("bench", help="benchmark grids: run, summary tables, plots",
+                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = bench.add_subparsers(dest="bench_command", required=True, metavar="{run,summary,plot}")
+
+    run = sub.add_parser("run", help="run the cells of a grid file (resumable)")
+    run.add_argument("grid", metavar="GRID.yaml", help="grid file, e.g. benchmarks/grids/smoke.yaml")
+    run.add_argument("--only", action="extend", nargs="+", metavar="LABEL",
+                     help="run only these model labels")
+    run.add_argument("--dry-run", action="store_true", help="print each cell's status, run nothing")
+    run.set_defaults(handler=run_command)
+
+    summary = sub.add_parser("summary", help="write summary.md and summary.json of a results folder")
+    summary.add_argument("results_dir", metavar="RESULTS_DIR")
+    summary.add_argument("--readme", metavar="README.md",
+                         help="also replace the table between the README's results markers")
+    summary.set_defaults(handler=summary_command)
+
+    plot = sub.add_parser("plot", help="PNG bar charts and training curves of a results folder")
+    plot.add_argument("results_dir", metavar="RESULTS_DIR")
+    plot.set_defaults(handler=plot_command)
+    return bench
+
+
+def _config_error(e: ConfigError) -> int:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from mbrec.bench.grid import load_grid, run_grid
+
+    try:
+        grid = load_grid(args.grid)
+        report = run_grid(grid, only=args.only, dry_run=args.dry_run, grid_file=args.grid)
+    except ConfigError as e:
+        return _config_error(e)
+    return report.exit_code
+
+
+def summary_command(args: argparse.Namespace) -> int:
+    from mbrec.bench.summary import readme_table, replace_readme_section, write_summary
+
+    try:
+        md, js = write_summary(args.results_dir)
+        if args.readme:
+            replace_readme_section(args.readme, readme_table(args.results_dir))
+    except ConfigError as e:
+        return _config_error(e)
+    print(md.read_text(encoding="utf-8"), end="")
+    print(f"wrote {md} and {js}" + (f"; updated {args.readme}" if args.readme else ""), file=sys.stderr)
+    return 0
+
+
+def plot_command(args: argparse.Namespace) -> int:
+    from mbrec.bench.plots import PlotError, plot_results
+
+    try:
+        paths = plot_results(args.results_dir)
+    except ConfigError as e:
+        return _config_error(e)
+    except PlotError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(path)
+    return 0

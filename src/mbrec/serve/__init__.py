@@ -1,0 +1,1 @@
+"""Serving: top-k recommendations in the caller's ids, exports."""

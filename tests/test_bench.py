@@ -1,0 +1,364 @@
+"""Benchmark grids (run, skip finished cells, resume interrupted ones), summaries, statistics, plots, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from mbrec.bench import grid as grid_module
+from mbrec.bench.grid import GridSpec, cell_status, expand_grid, load_grid, run_grid
+from mbrec.bench.summary import (
+    build_summary,
+    protocol_metrics,
+    readme_table,
+    replace_readme_section,
+    write_summary,
+)
+from mbrec.cli import bench as bench_cli
+from mbrec.config import ConfigError, from_dict
+from mbrec.data.dataset import MultiBehaviorDataset, binary_csr
+from mbrec.train.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_SET = ["train.epochs=2", "train.eval_every=1", "train.batch_size=64", "train.lr=0.01",
+             "train.protocol=paper", "train.ks=[10]", "train.progress=false", "train.device=cpu",
+             "params.dim=8"]
+
+
+def tiny_dataset(seed: int = 0, n_users: int = 48, n_items: int = 36) -> MultiBehaviorDataset:
+    """view ⊇ cart ⊇ buy per user; one held-out buy per user for test and one for valid."""
+    rng = np.random.default_rng(seed)
+    rows = {b: [] for b in ("view", "cart", "buy", "test", "valid")}
+    cols = {b: [] for b in rows}
+    for u in range(n_users):
+        items = rng.choice(n_items, size=10, replace=False)
+        for b, chosen in (("view", items[:10]), ("cart", items[:6]), ("buy", items[:3]),
+                          ("test", items[3:4]), ("valid", items[4:5])):
+            rows[b] += [u] * len(chosen)
+            cols[b] += list(chosen)
+    mats = {b: binary_csr(np.array(rows[b]), np.array(cols[b]), (n_users, n_items)) for b in rows}
+    return MultiBehaviorDataset("tiny", n_users, n_items, ["view", "cart", "buy"],
+                                {b: mats[b] for b in ("view", "cart", "buy")}, mats["test"], mats["valid"])
+
+
+DATASET = tiny_dataset()
+
+
+def make_grid(tmp: Path, **extra) -> GridSpec:
+    data = {
+        "name": "tiny", "output_dir": str(tmp / "runs"), "results_dir": str(tmp / "results"),
+        "datasets": ["tiny"], "seeds": [1, 2], "set": TRAIN_SET,
+        "models": [{"label": "MF", "model": "mf"},
+                   {"label": "LGN-M", "model": "lightgcn_m", "set": ["params.layers=1"]}],
+        "baseline_labels": ["MF"], "proposed_labels": ["LGN-M"],
+    }
+    if "models" in extra:
+        data.update(baseline_labels=[], proposed_labels=[])
+    data.update(extra)
+    return from_dict(GridSpec, data)
+
+
+def quiet_run(grid: GridSpec, lines: list[str] | None = None, **kwargs):
+    log = lines.append if lines is not None else (lambda m: None)
+    return run_grid(grid, log=log, load_dataset=lambda cfg: DATASET, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One straight run of the 2 models × 2 seeds grid: (grid, report, progress lines)."""
+    tmp = tmp_path_factory.mktemp("grid")
+    grid = make_grid(tmp)
+    lines: list[str] = []
+    report = quiet_run(grid, lines)
+    return grid, report, lines
+
+
+def records_by_label(results: Path) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for path in sorted(results.glob("*-tiny-s*.json")):
+        record = json.loads(path.read_text())
+        out.setdefault(path.name.rsplit("-tiny-", 1)[0], []).append(record)
+    return out
+
+
+# ------------------------------------------------------------------------------------ grid spec
+def test_grid_spec_errors_name_the_key(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"name": "g", "datasets": ["tiny"], "seeds": [1], "epochs": 3,
+                                    "models": [{"label": "MF", "model": "mf"}]}))
+    with pytest.raises(ConfigError, match=r"g\.yaml: unknown key epochs"):
+        load_grid(path)
+    with pytest.raises(ConfigError, match="labels: MF appears twice"):
+        make_grid(tmp_path, models=[{"label": "MF", "model": "mf"}, {"label": "MF", "model": "lightgcn"}])
+    with pytest.raises(ConfigError, match="baseline_labels: unknown label 'GHCF'"):
+        make_grid(tmp_path, baseline_labels=["GHCF"])
+    with pytest.raises(ConfigError, match=r"models\[1\]\.datasets: 'beibei'"):
+        make_grid(tmp_path, models=[{"label": "MF", "model": "mf"},
+                                    {"label": "X", "model": "mf", "datasets": ["beibei"]}])
+    with pytest.raises(ConfigError, match="--only: unknown label 'COPF'"):
+        expand_grid(make_grid(tmp_path), only=["COPF"])
+
+
+def test_cell_configs_layer_file_grid_and_entry_overrides(tmp_path):
+    cfg_file = tmp_path / "lgn_tiny.yaml"
+    cfg_file.write_text(yaml.safe_dump({"model": "lightgcn", "dataset": "elsewhere",
+                                        "params": {"dim": 4, "layers": 3, "reg": 0.5},
+                                        "train": {"epochs": 50, "seed": 7, "lr": 0.1}}))
+    grid = make_grid(tmp_path, datasets=["tiny", "beibei:small"], models=[
+        {"label": "LGN", "model": "lightgcn", "config": str(tmp_path / "lgn_{dataset}.yaml"),
+         "set": ["params.layers=2", "train.epochs=3"]},
+        {"label": "MF", "model": "mf", "datasets": ["tiny"]}])
+    cells = expand_grid(grid)
+    assert [c.name for c in cells] == ["LGN-tiny-s1", "LGN-tiny-s2", "MF-tiny-s1", "MF-tiny-s2",
+                                       "LGN-beibei-small-s1", "LGN-beibei-small-s2"]
+    cfg = cells[1].config
+    assert (cfg.model, cfg.dataset, cfg.train.seed, cfg.name) == ("lightgcn", "tiny", 2, "LGN-tiny-s2")
+    assert cfg.params == {"dim": 8, "layers": 2, "reg": 0.5}  # file, then grid set, then entry set
+    assert (cfg.train.epochs, cfg.train.lr, cfg.train.batch_size) == (3, 0.01, 64)
+    assert cfg.results_dir == str(tmp_path / "results") and cfg.output_dir == str(tmp_path / "runs")
+    # beibei has no lgn_beibei.yaml: skipped, not an error
+    missing = f"no config {tmp_path / 'lgn_beibei.yaml'}"
+    assert [cell_status(c) for c in cells[4:]] == [("skipped", missing)] * 2
+    assert [cell_status(c)[0] for c in cells[:4]] == ["run"] * 4
+
+    with pytest.raises(ConfigError, match="is a config of model 'lightgcn', the entry says 'mf'"):
+        expand_grid(make_grid(tmp_path, models=[{"label": "M", "model": "mf", "config": str(cfg_file)}]))
+    with pytest.raises(ConfigError, match="MF on tiny: unknown key params.layers"):
+        expand_grid(make_grid(tmp_path, models=[{"label": "MF", "model": "mf", "set": ["params.layers=2"]}]))
+
+
+# ------------------------------------------------------------------------------------ running
+def test_all_cells_run_once_and_are_then_skipped(finished, monkeypatch):
+    grid, report, lines = finished
+    assert [(c.name, s) for c, s, _ in report.outcomes] == [
+        ("MF-tiny-s1", "finished"), ("MF-tiny-s2", "finished"),
+        ("LGN-M-tiny-s1", "finished"), ("LGN-M-tiny-s2", "finished")]
+    assert lines[0] == "[1/4] MF tiny s1: run" and lines[1].startswith("[1/4] MF tiny s1: finished (HR@10=")
+    results = Path(grid.results_dir)
+    for cell, _, _ in report.outcomes:
+        record = json.loads((results / f"{cell.name}.json").read_text())
+        assert record["config"]["train"]["seed"] == cell.seed and record["epochs"] == 2
+        assert [h["epoch"] for h in record["history"]] == [1, 2]
+    assert json.loads((results / "grid.json").read_text())["labels"] == ["MF", "LGN-M"]
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished cell was run again")
+
+    monkeypatch.setattr(grid_module, "run_training", must_not_train)
+    again: list[str] = []
+    rerun = quiet_run(grid, again)
+    assert [s for _, s, _ in rerun.outcomes] == ["done"] * 4 and rerun.exit_code == 0
+    assert again[-1] == "grid tiny: 4 cells: 4 done"
+
+    # a changed config is not "the same cell": it runs again
+    changed = make_grid(Path(grid.output_dir).parent, set=[*TRAIN_SET, "train.lr=0.02"])
+    assert {cell_status(c)[0] for c in expand_grid(changed)} == {"run"}
+
+
+def test_interrupted_cell_resumes_from_its_checkpoint(finished, tmp_path, monkeypatch, capsys):
+    straight_grid = finished[0]
+    grid = make_grid(tmp_path)
+    crashes = []
+
+    def crash_after_first_epoch(self, history):
+        crashes.append(history[-1]["epoch"])
+        raise RuntimeError("simulated crash")
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_write_metrics_log", crash_after_first_epoch)
+        first = quiet_run(grid, only=["LGN-M"])
+    assert crashes == [1, 1] and [s for _, s, _ in first.outcomes] == ["failed", "failed"]
+    assert first.exit_code == 1 and "RuntimeError: simulated crash" in first.outcomes[0][2]
+    assert not list(Path(grid.results_dir).glob("LGN-M-*.json"))
+
+    cells = expand_grid(grid, only=["LGN-M"])
+    assert [cell_status(c) for c in cells] == [("resume", "from epoch 1")] * 2
+    dry = quiet_run(grid, only=["LGN-M"], dry_run=True)
+    assert [s for _, s, _ in dry.outcomes] == ["resume", "resume"]
+    capsys.readouterr()
+    second = quiet_run(grid, only=["LGN-M"])
+    assert [s for _, s, _ in second.outcomes] == ["finished", "finished"]
+    assert capsys.readouterr().err.count("at epoch 1") == 2  # the trainer's "resumed from ..." lines
+
+    # the resumed runs equal the uninterrupted runs of the same cells
+    for seed in (1, 2):
+        name = f"LGN-M-tiny-s{seed}.json"
+        resumed = json.loads((Path(grid.results_dir) / name).read_text())
+        straight = json.loads((Path(straight_grid.results_dir) / name).read_text())
+        for a, b in zip(resumed["history"], straight["history"], strict=True):
+            assert {k: a[k] for k in ("epoch", "test", "valid", "loss")} == {
+                k: b[k] for k in ("epoch", "test", "valid", "loss")}
+
+
+# ------------------------------------------------------------------------------------ summary
+def test_summary_means_and_stds_equal_numpy_of_the_records(finished):
+    grid = finished[0]
+    results = Path(grid.results_dir)
+    md_path, json_path = write_summary(results)
+    summary = json.loads(json_path.read_text())
+    md = md_path.read_text()
+    records = records_by_label(results)
+    assert summary["seeds"] == [1, 2] and summary["runs"] == 4
+    section = summary["datasets"]["tiny"]["protocols"]
+    for protocol, split in (("paper", "test"), ("validation", "valid")):
+        rows = {r["label"]: r for r in section[protocol]["rows"]}
+        assert list(rows) == ["MF", "LGN-M"] and section[protocol]["metrics"] == ["HR@10", "NDCG@10"]
+        for label, recs in records.items():
+            # plain reference: the last history entry with the largest HR@10 on the selection split
+            chosen = []
+            for rec in recs:
+                best = max(range(len(rec["history"])), key=lambda i: (rec["history"][i][split]["HR@10"], i))
+                chosen.append(rec["history"][best]["test"])
+            for metric in ("HR@10", "NDCG@10"):
+                values = np.array([c[metric] for c in chosen])
+                stat = rows[label]["metrics"][metric]
+                assert stat["mean"] == pytest.approx(np.mean(values), abs=1e-15)
+                assert stat["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-15)
+                row_line = next(line for line in md.split(f"### Protocol: {protocol}")[1].splitlines()
+                                if line.startswith(f"| {label} |"))
+                assert f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" in row_line
+    assert "- seeds: 1, 2" in md and "- machine: cpu: " in md and "- protocols: paper" in md
+
+
+def hand_record(label: str, seed: int, history: list[dict], dataset: str = "taobao") -> dict:
+    return {"model": label.lower(), "dataset": dataset, "device": "cpu: test", "metrics": history[-1]["test"],
+            "config": {"name": f"{label}-{dataset}-s{seed}", "dataset": dataset,
+                       "train": {"seed": seed, "select_metric": "NDCG@10"}},
+            "history": history}
+
+
+def write_hand_results(folder: Path, values: dict[str, list[float]], meta: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for label, per_seed in values.items():
+        for seed, v in enumerate(per_seed, 1):
+            # epoch 2 is best on test, epoch 1 best on valid; NDCG@10 selects, HR@10 is reported
+            history = [{"epoch": 1, "test": {"HR@10": v - 0.1, "NDCG@10": 0.2}, "valid": {"NDCG@10": 0.9}},
+                       {"epoch": 2, "test": {"HR@10": v, "NDCG@10": 0.3}, "valid": {"NDCG@10": 0.1}}]
+            record = hand_record(label, seed, history)
+            (folder / f"{label}-taobao-s{seed}.json").write_text(json.dumps(record))
+    (folder / "grid.json").write_text(json.dumps(meta))
+
+
+def test_protocols_relative_gain_and_paired_ttest(tmp_path):
+    values = {"MF": [0.30, 0.32, 0.31], "GHCF": [0.40, 0.43, 0.41], "COPF": [0.45, 0.44, 0.47],
+              "MBSSL": [0.42, 0.40, 0.41]}
+    write_hand_results(tmp_path, values, {"name": "hand", "labels": ["MF", "GHCF", "MBSSL", "COPF"],
+                                          "baseline_labels": ["MF", "GHCF"],
+                                          "proposed_labels": ["COPF", "MBSSL"]})
+    rec = json.loads((tmp_path / "COPF-taobao-s1.json").read_text())
+    assert protocol_metrics(rec, "paper") == {"HR@10": 0.45, "NDCG@10": 0.3}
+    assert protocol_metrics(rec, "validation") == {"HR@10": pytest.approx(0.35), "NDCG@10": 0.2}
+    summary = build_summary(tmp_path)
+    paper = summary["datasets"]["taobao"]["protocols"]["paper"]
+    assert [r["label"] for r in paper["rows"]] == ["MF", "GHCF", "MBSSL", "COPF"]
+    hr = paper["comparison"]["HR@10"]
+    assert (hr["proposed"], hr["baseline"], hr["common_seeds"]) == ("COPF", "GHCF", [1, 2, 3])
+    assert hr["relative_gain"] == pytest.approx((np.mean([0.45, 0.44, 0.47]) - np.mean([0.40, 0.43, 0.41]))
+                                                / np.mean([0.40, 0.43, 0.41]))
+    assert hr["p_value"] == pytest.approx(stats.ttest_rel([0.45, 0.44, 0.47], [0.40, 0.43, 0.41]).pvalue,
+                                          rel=1e-12)
+    # NDCG@10 is identical for every run: no gain, and the t-test is undefined (equal differences)
+    assert paper["comparison"]["NDCG@10"]["relative_gain"] == 0.0
+    assert paper["comparison"]["NDCG@10"]["p_value"] is None
+    validation = summary["datasets"]["taobao"]["protocols"]["validation"]
+    assert validation["rows"][3]["metrics"]["HR@10"]["mean"] == pytest.approx(np.mean(values["COPF"]) - 0.1)
+
+    # one common seed only: the p-value is n/a
+    (tmp_path / "GHCF-taobao-s2.json").unlink()
+    (tmp_path / "GHCF-taobao-s3.json").unlink()
+    (tmp_path / "MF-taobao-s1.json").unlink()
+    one = build_summary(tmp_path)["datasets"]["taobao"]["protocols"]["paper"]["comparison"]["HR@10"]
+    assert one["baseline"] == "GHCF" and one["common_seeds"] == [1] and one["p_value"] is None
+    write_summary(tmp_path)
+    text = (tmp_path / "summary.md").read_text()
+    assert "| p-value | n/a | n/a |" in text
+    assert "| GHCF | 1 | 0.4000 | 0.3000 |" in text  # a single seed shows the mean only
+
+
+def test_readme_table_replaces_only_the_marked_section(tmp_path):
+    results = tmp_path / "results"
+    write_hand_results(results, {"MF": [0.3, 0.5], "COPF": [0.4, 0.6]},
+                       {"name": "hand", "labels": ["MF", "COPF"], "baseline_labels": ["MF"],
+                        "proposed_labels": ["COPF"]})
+    comparison = build_summary(results)["datasets"]["taobao"]["protocols"]["paper"]["comparison"]
+    assert comparison["HR@10"]["p_value"] is None  # differences 0.1 and 0.1: no spread, no t statistic
+    table = readme_table(results)
+    assert table.splitlines()[0] == "| model | taobao HR@10 | taobao NDCG@10 |"
+    assert f"| COPF | 0.5000 ± {np.std([0.4, 0.6], ddof=1):.4f} | 0.3000 ± 0.0000 |" in table
+    readme = tmp_path / "README.md"
+    readme.write_text("# mbrec\nintro\n<!-- results:start -->\nold table\n<!-- results:end -->\nafter\n")
+    replace_readme_section(readme, table)
+    text = readme.read_text()
+    assert text.startswith("# mbrec\nintro\n<!-- results:start -->\n| model |")
+    assert text.endswith("<!-- results:end -->\nafter\n") and "old table" not in text
+    readme.write_text("no markers\n")
+    with pytest.raises(ConfigError, match="needs the markers"):
+        replace_readme_section(readme, table)
+
+
+# ------------------------------------------------------------------------------------ plots
+def test_plots_are_png_files(finished, tmp_path):
+    pytest.importorskip("matplotlib")
+    from mbrec.bench.plots import plot_results
+
+    results = Path(finished[0].results_dir)
+    paths = plot_results(results, tmp_path / "plots")
+    assert sorted(p.relative_to(tmp_path / "plots").as_posix() for p in paths) == [
+        "bars_tiny.png", "curves/LGN-M-tiny-s1.png", "curves/LGN-M-tiny-s2.png",
+        "curves/MF-tiny-s1.png", "curves/MF-tiny-s2.png"]
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((tmp_path / "plots").rglob("*.tmp"))
+
+
+# ------------------------------------------------------------------------------------ CLI and grid files
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mbrec")
+    bench_cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+def test_cli_run_summary_and_errors(finished, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ndatasets: [tiny]\nseeds: [1]\nmodels: [{label: X, model: nope}]\n")
+    assert cli(["bench", "run", str(bad), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: X on tiny: unknown model 'nope'") and err.count("\n") == 1
+    assert cli(["bench", "summary", str(tmp_path / "missing")]) == 2
+    assert "no such results folder" in capsys.readouterr().err
+
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump(json.loads(json.dumps(
+        {**vars(finished[0]), "models": [vars(m) for m in finished[0].models]}))))
+    assert cli(["bench", "run", str(grid_file), "--only", "MF", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    results = finished[0].results_dir
+    assert out[:2] == [f"[1/2] MF tiny s1: done (cached {results}/MF-tiny-s1.json)",
+                       f"[2/2] MF tiny s2: done (cached {results}/MF-tiny-s2.json)"]
+    assert cli(["bench", "summary", finished[0].results_dir]) == 0
+    assert "## tiny" in capsys.readouterr().out
+
+
+def test_shipped_grid_files_are_valid(monkeypatch):
+    monkeypatch.chdir(REPO)  # config paths in grid files are relative to the repository root
+    smoke = load_grid("benchmarks/grids/smoke.yaml")
+    assert smoke.datasets == ["synthetic"] and len(smoke.seeds) == 2
+    assert sorted(m.model for m in smoke.models) == ["lightgcn", "lightgcn_m", "mf"]
+    cells = expand_grid(smoke)  # every smoke cell has its config and validates
+    assert len(cells) == 6 and all(c.config is not None and c.config.train.epochs <= 6 for c in cells)
+    expected = {"mf", "lightgcn", "lightgcn_m", "copf", "mbssl", "ghcf", "ehcf", "mbgcn", "crgcn", "mbcgcn",
+                "pkef", "lightgcn_m_dfme"}
+    for name in ("taobao", "beibei"):
+        grid = load_grid(REPO / f"benchmarks/grids/{name}.yaml")
+        assert grid.datasets == [name] and grid.seeds == [1, 2, 3]
+        models = {m.model for m in grid.models}
+        assert models == (expected if name == "taobao" else expected - {"lightgcn_m_dfme"})
+        assert all(m.config == f"configs/{m.model}_{{dataset}}.yaml" for m in grid.models)
+        assert set(grid.proposed_labels) == {"COPF", "MBSSL"}
