@@ -209,9 +209,11 @@ class TrainConfig:
             raise ConfigError("train.eval_every must be >= 1")
         if not self.ks or min(self.ks) < 1:
             raise ConfigError("train.ks must be a non-empty list of positive integers")
-        metric = self.select_metric.split("@")
-        if len(metric) != 2 or metric[0] not in {"HR", "Recall", "NDCG", "Precision", "MRR"}:
-            raise ConfigError(f"train.select_metric {self.select_metric!r}: use e.g. HR@10 or NDCG@10")
+        name, _, k = self.select_metric.partition("@")
+        if self.select_metric != "MRR" and (name not in {"HR", "Recall", "NDCG", "Precision"}
+                                            or not k.isdigit() or int(k) not in self.ks):
+            raise ConfigError(f"train.select_metric {self.select_metric!r}: use MRR or e.g. HR@10 or NDCG@10 "
+                              f"with K in train.ks {self.ks}")
 
 
 @dataclass

@@ -109,6 +109,9 @@ def draw_negatives(users: np.ndarray, n_items: int, membership: _Membership,
         neg[bad] = rng.integers(0, n_items, size=len(bad))
         bad = bad[membership.contains(users[bad], neg[bad])]
         rounds += 1
+    if len(bad):
+        raise ValueError(f"no negative item found for user {int(users[bad[0]])} after {max_rounds} draws "
+                         "(the user has interacted with (almost) every item)")
     return neg
 
 

@@ -2,7 +2,8 @@
 
 For every evaluation user the model scores **all** items (``score_users``); the user's training
 target items are masked (optionally other behaviors' too); each held-out item's exact rank is
-``#{candidates with a higher score} + #{candidates with the same score and a smaller id}``; metrics
+``#{candidates with a higher score} + #{candidates with the same score and a smaller id}`` (a NaN score
+counts as the lowest score); metrics
 follow from the ranks (:mod:`mbrec.eval.metrics`). Work is batched over users; no per-user Python loops.
 """
 
@@ -74,10 +75,14 @@ def evaluate(model, dataset: MultiBehaviorDataset, split: str = "test", ks: list
     model.eval()
     ks = sorted(set(int(k) for k in ks))
     chunks: dict[str, list[torch.Tensor]] = {}
+    lowest = torch.finfo(torch.float32).min
     try:
         for start in range(0, len(eval_users), batch_size):
             batch = eval_users[start:start + batch_size]
-            scores = model.score_users(torch.from_numpy(batch).to(device)).float()
+            # a private float32 copy: masking below writes into it, and a model may return a cached view
+            scores = model.score_users(torch.from_numpy(batch).to(device)).to(torch.float32, copy=True)
+            # NaN (and -inf) scores rank last, yet still above the masked (-inf) candidates
+            torch.nan_to_num(scores, nan=lowest, neginf=lowest, out=scores)
             m_rows, m_cols = _rows_to_torch(mask, batch, device)
             scores[m_rows, m_cols] = float("-inf")
             rows, items = _rows_to_torch(held_out, batch, device)
