@@ -310,3 +310,17 @@ def test_shipped_configs_are_valid():
         cfg = load_run_config(os.path.join(folder, name))
         from_dict(model_class(cfg.model).Config, cfg.params, prefix="params")
         assert math.isfinite(cfg.train.lr)
+
+
+def test_optimizer_choice_builds_the_named_optimizer():
+    from mbrec.train.trainer import make_optimizer
+
+    p = [torch.nn.Parameter(torch.ones(3))]
+    adam = make_optimizer(TrainConfig(), p)
+    ada = make_optimizer(TrainConfig(optimizer="adagrad", lr=0.05, adagrad_initial_accumulator=1e-8), p)
+    assert isinstance(adam, torch.optim.Adam) and isinstance(ada, torch.optim.Adagrad)
+    assert ada.defaults["initial_accumulator_value"] == 1e-8 and ada.defaults["lr"] == 0.05
+    # one Adagrad step on a unit gradient moves by lr (accumulator ≈ 1 after the first step)
+    p[0].grad = torch.ones(3)
+    ada.step()
+    assert torch.allclose(p[0].detach(), torch.full((3,), 1 - 0.05), atol=1e-6)

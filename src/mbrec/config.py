@@ -172,6 +172,7 @@ class TrainConfig:
       step (COPF; ``decay_steps`` defaults to M // batch_size); ``step`` = lr · decay^floor(epoch / decay_epochs).
     * ``eval_schedule``: ``every`` = after epochs ``eval_every-1, 2*eval_every-1, ...`` and the last;
       ``copf`` = after 0-based epoch e iff e % 3 == 0 and (e > 90 or e < 2), and after the last (copf.md §1.6).
+    * ``optimizer``: Adam (β 0.9/0.999, ε 1e-8) or Adagrad (EHCF's release: lr 0.05, accumulator 1e-8).
     * ``protocol``: ``paper`` selects the best **test** evaluation (what the papers report);
       ``validation`` selects on the validation split and reports the test metrics of that evaluation.
     * ``patience``: early stopping after this many evaluations without improvement (None = off).
@@ -179,8 +180,10 @@ class TrainConfig:
 
     epochs: int = 100
     batch_size: int = 256
+    optimizer: Literal["adam", "adagrad"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
+    adagrad_initial_accumulator: float = 0.0
     lr_schedule: Literal["constant", "staircase", "step"] = "constant"
     lr_decay: float = 0.96
     decay_steps: int | None = None

@@ -158,7 +158,7 @@ class HMG:
         aux_names = [k for k in losses if loss_role(k) == "aux"]
         regs = [v for k, v in losses.items() if loss_role(k) == "reg"]
         tasks: list[torch.Tensor | None] = [sum(target) if target else None, *(losses[k] for k in aux_names)]
-        rows = self._task_rows(aux_names, params)
+        rows = torch.tensor(self._task_rows(aux_names, params))
 
         jobs = tasks + [sum(regs) if regs else None]
         last = max((i for i, t in enumerate(jobs) if t is not None and t.requires_grad), default=-1)
@@ -169,7 +169,7 @@ class HMG:
             for j, p in enumerate(params):
                 per_task = [g[j] for g in task_grads]
                 if all(g is None for g in per_task) and reg_grads[j] is None:
-                    self._update(j, rows, p.new_zeros(len(rows)))       # nothing reached p: norms decay
+                    self._update(j, rows, p.new_zeros(len(rows)))        # nothing reached p: norms decay
                     continue
                 flat = torch.stack([p.new_zeros(p.numel()) if g is None else g.reshape(-1) for g in per_task])
                 norms = self._update(j, rows, torch.linalg.vector_norm(flat, dim=1))
@@ -178,14 +178,14 @@ class HMG:
                 if reg_grads[j] is not None:
                     combined = combined + reg_grads[j]
                 if p.grad is None:
-                    p.grad = combined.detach().clone()
+                    p.grad = combined
                 else:
                     p.grad.add_(combined)
 
-    def _update(self, j: int, rows: list[int], raw_norms: torch.Tensor) -> torch.Tensor:
+    def _update(self, j: int, rows: torch.Tensor, raw_norms: torch.Tensor) -> torch.Tensor:
         """EMA step of tensor ``j``'s moving norms for the tasks ``rows``; returns the new ``[1+K]``."""
         store = self.moving_norms[j]
-        index = torch.tensor(rows, device=store.device)
+        index = rows.to(store.device)
         updated = self.beta * store[index] + (1.0 - self.beta) * raw_norms.to(store.dtype)
         store[index] = updated
         return updated.to(raw_norms.dtype)

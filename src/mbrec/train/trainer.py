@@ -68,7 +68,7 @@ class Trainer:
         if cfg.protocol == "validation" and dataset.valid is None:
             raise ValueError("protocol 'validation' needs a validation split (set data.validation: holdout)")
         self.sampler = make_sampler(model.batch_spec, dataset, cfg.batch_size)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = make_optimizer(cfg, model.parameters())
         self.combiner = make_combiner(cfg.hmg)
         self.decay_steps = default_decay_steps(cfg, dataset.n_users)
         self.selection_split = "test" if cfg.protocol == "paper" else "valid"
@@ -208,6 +208,14 @@ class Trainer:
                 parts.append(split + " " + " ".join(f"{k}={entry[split][k]:.4f}" for k in keys))
         loss = sum(entry["loss"].values())
         self.log(f"epoch {entry['epoch']}: loss={loss:.4f} {' | '.join(parts)} ({entry['seconds']:.0f}s)")
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    """The optimiser named by ``cfg.optimizer`` (the trainer sets its learning rate every step)."""
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                   initial_accumulator_value=cfg.adagrad_initial_accumulator)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _tensorboard(run_dir: Path):
