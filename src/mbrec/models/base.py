@@ -50,6 +50,9 @@ class Recommender(nn.Module):
 
     Config: ClassVar[type] = NoConfig
     name: ClassVar[str] = "recommender"
+    #: integer config fields that trigger an in-constructor warm start (e.g. MF pretraining); they are
+    #: set to 0 when a saved state dict will replace the weights anyway (resume, evaluate, recommend).
+    warm_start_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, dataset: MultiBehaviorDataset, config: Any = None,
                  device: torch.device | str = "cpu") -> None:
@@ -108,10 +111,16 @@ def model_class(name: str) -> type[Recommender]:
 
 
 def build_model(name: str, dataset: MultiBehaviorDataset, params: dict | Any | None = None,
-                device: torch.device | str = "cpu") -> Recommender:
-    """Validate ``params`` against the model's ``Config`` and build it on ``device``."""
+                device: torch.device | str = "cpu", skip_warm_start: bool = False) -> Recommender:
+    """Validate ``params`` against the model's ``Config`` and build it on ``device``.
+
+    ``skip_warm_start``: the caller will load a state dict, so in-constructor warm starts are skipped.
+    """
     cls = model_class(name)
     config = from_dict(cls.Config, params or {}, prefix="params")
+    if skip_warm_start:
+        for field_name in cls.warm_start_fields:
+            setattr(config, field_name, 0)
     model = cls(dataset, config, device=device)
     return model.to(device)
 

@@ -59,12 +59,14 @@ def run_dir_of(cfg: RunConfig) -> Path:
     return Path(cfg.output_dir) / cfg.run_name()
 
 
-def build_for_run(cfg: RunConfig, dataset: MultiBehaviorDataset) -> tuple[Recommender, torch.device]:
+def build_for_run(cfg: RunConfig, dataset: MultiBehaviorDataset,
+                  skip_warm_start: bool = False) -> tuple[Recommender, torch.device]:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
-    return build_model(cfg.model, dataset, cfg.params, device=device), device
+    model = build_model(cfg.model, dataset, cfg.params, device=device, skip_warm_start=skip_warm_start)
+    return model, device
 
 
 def make_record(cfg: RunConfig, dataset: MultiBehaviorDataset, fit: FitResult, device: torch.device,
@@ -96,8 +98,9 @@ def run_training(cfg: RunConfig, resume: bool = False, command: str | None = Non
                  dataset: MultiBehaviorDataset | None = None) -> dict:
     """Train as configured and return (and write) the result record."""
     dataset = dataset if dataset is not None else load_run_dataset(cfg)
-    model, device = build_for_run(cfg, dataset)
     run_dir = run_dir_of(cfg)
+    resuming = resume and (run_dir / "last.pt").exists()
+    model, device = build_for_run(cfg, dataset, skip_warm_start=resuming)
     extra = {"run_config": to_dict(cfg)}
     trainer = Trainer(model, dataset, cfg.train, run_dir, device=device,
                       mask_behaviors=cfg.data.mask_behaviors, extra_state=extra)
@@ -122,7 +125,7 @@ def load_trained(checkpoint: str | Path, device: str = "auto", data_root: str | 
         cfg.data.root = data_root
     cfg.train.device = device
     dataset = load_run_dataset(cfg)
-    model, _ = build_for_run(cfg, dataset)
+    model, _ = build_for_run(cfg, dataset, skip_warm_start=True)
     model.load_state_dict(state["model"])
     model.eval()
     return model, dataset, cfg
