@@ -1,0 +1,25 @@
+"""COPF (KDD 2025): the COGCN encoder, the DFME prediction module, the ablation heads and the models.
+
+Registered models: ``copf`` (COGCN + DFME, every switch of the paper's Tables 3-5) and ``lightgcn_m_dfme``
+(LightGCN-M + DFME, Table 6). DFME is usable on any encoder's per-behavior table pairs.
+"""
+
+from mbrec.models.copf.cogcn import GraphBank, cogcn_propagate, encoder_graphs, split_tables
+from mbrec.models.copf.contrastive import behavior_contrast, contrastive_losses, infonce_sum
+from mbrec.models.copf.dfme import (
+                                    DFME,
+                                    PredictionHead,
+                                    TaskExperts,
+                                    detached_behaviors,
+                                    expert_all_scores,
+                                    expert_pair_scores,
+                                    gate_logits,
+)
+from mbrec.models.copf.model import COPF, VARIANTS, COPFConfig, LightGCNMDFME, LightGCNMDFMEConfig
+
+__all__ = [
+    "COPF", "DFME", "VARIANTS", "COPFConfig", "GraphBank", "LightGCNMDFME", "LightGCNMDFMEConfig",
+    "PredictionHead", "TaskExperts", "behavior_contrast", "cogcn_propagate", "contrastive_losses",
+    "detached_behaviors", "encoder_graphs", "expert_all_scores", "expert_pair_scores", "gate_logits",
+    "infonce_sum", "split_tables",
+]
