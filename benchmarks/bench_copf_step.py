@@ -1,0 +1,249 @@
+r"""One COPF training step on Taobao (paper config) against the sum of its own kernels timed in isolation.
+
+Model: ``configs/copf_taobao.yaml`` (COGCN with one layer per behavior on the upstream graphs, DFME with one
+fitting layer per task, contrastive loss on both sides, d = 64), batches of 256 users. One timed step is
+what the trainer does: draw a batch (``make_sampler(model.batch_spec, ds, 256)``), ``model.losses(batch)``,
+backward of the summed losses, Adam step. In the same loop, after every step, the step's kernels run alone:
+
+* sparse: every graph product of the step on the model's own :class:`SparseOperator` s with random dense
+  inputs of the same shapes — COGCN ``S_k X`` ``[M+N, 64]`` per behavior and layer, DFME ``Â_k Y``
+  ``[M+N, 64·g]`` per task with λ > 0 and fitting layer (g = fitting tables propagated together) — and,
+  for inputs that need a gradient, the backward product with the cached transpose;
+* contrastive: per auxiliary behavior and side, ``E = exp(A Oᵀ - 1/τ)``, row sums, ``C = E / rowsum`` and
+  the two backward matmuls ``C O``, ``Cᵀ A`` with ``A [anchors, 64]`` (the unique target users / positive
+  items of that step's batch) and ``O`` = all M users / N items;
+* adam: ``Adam.step()`` on copies of the parameters with random gradients.
+
+Every part is timed as wall and process-CPU seconds; medians over ``--steps`` steps after ``--warmup``.
+Reported: ``ratio = step / (sparse + contrastive + adam)`` (goal: <= 1.5), the epoch (``len(sampler)`` =
+61 steps) and whole-run (200 epochs) estimates, and one full-ranking evaluation (``ks = [10, 50]``).
+Results go to ``benchmarks/results/bench_copf_step.json`` (atomic write).
+
+    python benchmarks/bench_copf_step.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mbrec.config import load_run_config
+from mbrec.data.registry import DatasetNotFound, load_dataset
+from mbrec.data.samplers import Batch, make_sampler
+from mbrec.eval import evaluate
+from mbrec.graph import SparseOperator
+from mbrec.models import build_model
+from mbrec.models.copf import COPF, DFME, detached_behaviors
+from mbrec.train.checkpoint import atomic_write_json
+from mbrec.train.runner import describe_device
+from mbrec.train.trainer import make_optimizer
+
+ROOT = Path(__file__).resolve().parent
+REPO = ROOT.parent
+BATCH_SIZE = 256
+
+
+def clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float]) -> tuple[float, float]:
+    """(wall, process CPU) seconds elapsed since ``start``."""
+    wall, cpu = clock()
+    return wall - start[0], cpu - start[1]
+
+
+def timed(fn: Callable[..., object], *args: object) -> tuple[float, float]:
+    start = clock()
+    fn(*args)
+    return since(start)
+
+
+def sparse_products(model: COPF) -> list[dict]:
+    """The step's graph products: operator, dense width and whether its input needs a gradient."""
+    products = []
+    for k, (op, layers) in enumerate(zip(model.encoder_ops, model.layers, strict=True)):
+        products += [{"name": f"cogcn/{model.behaviors[k]}", "op": op, "width": model.config.dim,
+                      "backward": True}] * layers
+    head = model.head
+    if not (isinstance(head, DFME) and head.forward == "fit"):
+        raise SystemExit("this benchmark expects COPF's gated DFME with fitting experts")
+    n = len(model.behaviors)
+    for k, weight in enumerate(model.task_weights):
+        if weight == 0:
+            continue
+        frozen = len(detached_behaviors(head.stop_grad, k, n, head.fit_layers[k]))
+        for group, grad in ((n - 1 - frozen, True), (frozen, False)):
+            if group:
+                products += [{"name": f"dfme/{model.behaviors[k]}", "op": head.graphs[k],
+                              "width": group * head.dim, "backward": grad}] * head.fit_layers[k]
+    return products
+
+
+def run_sparse(products: list[dict], inputs: dict[tuple[int, int], torch.Tensor]) -> None:
+    """Each product's forward ``S X`` and, where needed, backward ``Sᵀ G`` (G has X's shape: S is square)."""
+    for p in products:
+        op: SparseOperator = p["op"]
+        x = inputs[(id(op), p["width"])]
+        op.matrix @ x
+        if p["backward"]:
+            op.transpose @ x
+
+
+def contrast_shapes(model: COPF, batch: Batch) -> list[tuple[int, int]]:
+    """``(anchors, rows)`` of every ``[anchors, rows]`` logit matrix of the step's contrastive loss."""
+    c = model.config
+    if c.cl_weight <= 0 or len(model.behaviors) < 2:
+        return []
+    target = batch.triples[model.behaviors[-1]]
+    sides = []
+    if c.cl_mode in ("both_side", "user_side"):
+        sides.append((int(target.users.unique().numel()), model.n_users))
+    if c.cl_mode in ("both_side", "item_side"):
+        sides.append((int(target.positives.unique().numel()), model.n_items))
+    return sides * (len(model.behaviors) - 1)
+
+
+def run_contrast(operands: list[tuple[torch.Tensor, torch.Tensor]], shift: float) -> None:
+    """Per ``(A, O)``: forward (logits, exp, row sums), backward (softmax ``C``, ``C O``, ``Cᵀ A``)."""
+    for anchors, table in operands:
+        exp_logits = anchors @ table.T
+        exp_logits.sub_(shift).exp_()
+        coef = exp_logits * (1.0 / exp_logits.sum(1)).unsqueeze(1)
+        coef @ table
+        coef.T @ anchors
+
+
+def median(samples: list[tuple[float, float]]) -> dict[str, float]:
+    return {"wall_s": statistics.median(s[0] for s in samples),
+            "cpu_s": statistics.median(s[1] for s in samples)}
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (medians)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--out", default=str(ROOT / "results" / "bench_copf_step.json"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    try:
+        ds = load_dataset("taobao")
+    except DatasetNotFound as e:
+        print(f"skipped: the Taobao dataset was not found ({e})")
+        return None
+
+    cfg = load_run_config(REPO / "configs" / "copf_taobao.yaml")
+    torch.manual_seed(cfg.train.seed)
+    rng = np.random.default_rng(cfg.train.seed)
+    model = build_model("copf", ds, cfg.params)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(cfg.train, params)
+    sampler = make_sampler(model.batch_spec, ds, BATCH_SIZE)
+    batches = (batch for _ in itertools.count() for batch in sampler.epoch(rng))  # epochs back to back
+
+    products = sparse_products(model)
+    gen = torch.Generator().manual_seed(0)
+    inputs = {(id(p["op"]), p["width"]): torch.randn(p["op"].shape[1], p["width"], generator=gen)
+              for p in products}
+    shadow = [torch.randn(p.shape, generator=gen).requires_grad_() for p in params]
+    for copy in shadow:
+        copy.grad = torch.randn(copy.shape, generator=gen)
+    shadow_adam = make_optimizer(cfg.train, shadow)
+    shift = 1.0 / model.config.tau
+
+    parts = ("sample", "forward", "backward", "adam", "step", "sparse", "contrastive", "adam_alone")
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in parts}
+    shapes_seen = []
+    for i in range(args.warmup + args.steps):
+        t: dict[str, tuple[float, float]] = {}
+        start = clock()
+        batch = next(batches)
+        t["sample"] = since(start)
+        mark = clock()
+        optimizer.zero_grad(set_to_none=True)
+        losses = model.losses(batch)
+        t["forward"] = since(mark)
+        mark = clock()
+        sum(losses.values()).backward()
+        t["backward"] = since(mark)
+        t["adam"] = timed(optimizer.step)
+        t["step"] = since(start)
+
+        t["sparse"] = timed(run_sparse, products, inputs)
+        shapes = contrast_shapes(model, batch)
+        operands = [(F.normalize(torch.randn(a, model.config.dim, generator=gen), dim=1) * shift,
+                     F.normalize(torch.randn(r, model.config.dim, generator=gen), dim=1)) for a, r in shapes]
+        t["contrastive"] = timed(run_contrast, operands, shift)
+        t["adam_alone"] = timed(shadow_adam.step)
+        if i >= args.warmup:
+            shapes_seen.append(shapes)
+            for name in parts:
+                samples[name].append(t[name])
+        tag = "warm-up" if i < args.warmup else "step"
+        print(f"{tag} {i + 1}: step {t['step'][0]:.2f} s (cpu {t['step'][1]:.2f}); kernels "
+              f"{sum(t[n][0] for n in ('sparse', 'contrastive', 'adam_alone')):.2f} s", flush=True)
+
+    medians = {name: median(samples[name]) for name in parts}
+    kernels = {unit: sum(medians[n][unit] for n in ("sparse", "contrastive", "adam_alone"))
+               for unit in ("wall_s", "cpu_s")}
+    ratio = {unit: medians["step"][unit] / kernels[unit] for unit in kernels}
+    ratio_no_sampling = {unit: (medians["step"][unit] - medians["sample"][unit]) / kernels[unit]
+                         for unit in kernels}
+    epoch_s = medians["step"]["wall_s"] * len(sampler)
+    model.eval()
+    eval_start = clock()
+    result = evaluate(model, ds, ks=[10, 50])
+    eval_wall, eval_cpu = since(eval_start)
+
+    for name in parts:
+        print(f"{name:>12}: {medians[name]['wall_s']:.3f} s (cpu {medians[name]['cpu_s']:.3f})")
+    print(f"isolated kernels: {kernels['wall_s']:.3f} s (cpu {kernels['cpu_s']:.3f}); "
+          f"ratio step / kernels = {ratio['wall_s']:.2f} (cpu {ratio['cpu_s']:.2f}), goal <= 1.5; "
+          f"without sampling {ratio_no_sampling['wall_s']:.2f} (cpu {ratio_no_sampling['cpu_s']:.2f})")
+    print(f"epoch ({len(sampler)} steps) ~ {epoch_s:.0f} s; {cfg.train.epochs} epochs ~ "
+          f"{epoch_s * cfg.train.epochs / 3600:.2f} h (training only)")
+    print(f"one full-ranking evaluation: {eval_wall:.1f} s (cpu {eval_cpu:.1f}); "
+          f"HR@10 = {result.metrics['HR@10']:.4f}")
+
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
+    record = {
+        "benchmark": "COPF training step vs isolated kernels",
+        "command": " ".join(["python", str(shown), *sys.argv[1:]]),
+        "machine": {"description": describe_device(torch.device("cpu")), "cores": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "load_average_before": load_before,
+                    "load_average_after": [round(v, 2) for v in os.getloadavg()]},
+        "config": "configs/copf_taobao.yaml", "params": cfg.params, "batch_size": BATCH_SIZE,
+        "warmup": args.warmup, "steps": args.steps,
+        "sparse_products": [{"name": p["name"], "shape": list(p["op"].shape), "nnz": p["op"].nnz,
+                             "width": p["width"], "backward": p["backward"]} for p in products],
+        "contrastive_shapes_per_step": shapes_seen,
+        "medians": medians,
+        "samples": {name: [list(s) for s in samples[name]] for name in parts},
+        "isolated_kernels": kernels, "ratio_step_over_kernels": ratio,
+        "ratio_step_without_sampling_over_kernels": ratio_no_sampling,
+        "steps_per_epoch": len(sampler), "epoch_estimate_s": epoch_s,
+        "run_estimate_s": {"epochs": cfg.train.epochs, "training_s": epoch_s * cfg.train.epochs},
+        "evaluation": {"wall_s": eval_wall, "cpu_s": eval_cpu, "ks": [10, 50], "metrics": result.metrics},
+    }
+    atomic_write_json(args.out, record)
+    print(f"wrote {args.out}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
