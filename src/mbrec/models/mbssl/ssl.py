@@ -1,0 +1,140 @@
+r"""MBSSL's self-supervised losses (Eqs. 7–9, as released) and the target-graph augmentations.
+
+InfoNCE with cosine similarity :math:`c(a, b) = a^T b / (\|a\| \|b\|)` (a zero row normalises to 0)
+and temperature τ, for an anchor x, candidates Y (all nodes), its positive :math:`y^+ \in Y` and
+false negatives F:
+
+.. math::
+    \ell(x; Y, y^+, F) = -\frac{c(x, y^+)}{\tau} + \log \sum_{y \in Y} \exp\frac{\tilde c(x, y)}{\tau}
+
+``fn_mode``: ``zero_logit`` (released code) sets :math:`\tilde c(x, y) = 0` for :math:`y \in F` (each still
+adds :math:`e^0 = 1`); ``remove`` (paper) leaves F out of the sum; ``none`` ignores F.
+
+The batch anchors are the batch's target pairs (u, i): a user counts once per purchase, an item once
+per buyer. Rows of one node are identical, so each loss is computed once per **unique** node and
+multiplied by its multiplicity (exact): :math:`\sum_{a} m_a\, \ell_a`. Losses are sums, not means.
+
+* inter-behavior (Eq. 7), aux behavior k: anchor :math:`E[v, K]`, candidates :math:`E[:, k]`,
+  positive :math:`E[v, k]`, F = swing false negatives of v (users and items separately).
+* intra-behavior (Eqs. 8–9): anchor :math:`E^{(1)}[v, K]`, candidates :math:`E^{(2)}[:, K]`, no F;
+  :math:`E^{(1)}, E^{(2)}` come from two augmented target graphs.
+
+Augmentations of the target training graph (redrawn every epoch, torch's global RNG): ``node`` drops
+⌊ρM⌋ users and ⌊ρN⌋ items with all their edges (released default); ``edge`` keeps ⌊(1-ρ)|E|⌋ edges
+(paper); ``walk`` draws an independent edge-dropout graph for every layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from mbrec.graph import SparseOperator, normalized_bipartite
+from mbrec.models.mbssl.swing import FalseNegatives
+
+FalseNegativeMode = Literal["zero_logit", "remove", "none"]
+Augmentation = Literal["node", "edge", "walk"]
+
+
+def info_nce_terms(anchors: torch.Tensor, candidates: torch.Tensor, positives: torch.Tensor, tau: float,
+                   fn_rows: torch.Tensor | None = None, fn_cols: torch.Tensor | None = None,
+                   fn_mode: FalseNegativeMode = "zero_logit") -> torch.Tensor:
+    """Per-anchor InfoNCE :math:`\\ell` (module docstring), ``[A]``.
+
+    Args:
+        anchors: ``[A, d]``. candidates: ``[C, d]``. positives: ``[A]`` index of each positive in
+            ``candidates``. tau: temperature.
+        fn_rows, fn_cols: ``[F]`` false negatives as (anchor row, candidate index) pairs; a positive
+            must not be among them.
+        fn_mode: ``zero_logit`` / ``remove`` / ``none``.
+    """
+    scaled_anchors = F.normalize(anchors, dim=-1) / tau
+    unit_candidates = F.normalize(candidates, dim=-1)
+    logits = scaled_anchors @ unit_candidates.T                                           # [A, C]
+    positive = (scaled_anchors * unit_candidates[positives]).sum(-1)                       # [A]
+    if fn_mode != "none" and fn_rows is not None and fn_cols is not None and len(fn_rows):
+        fill = 0.0 if fn_mode == "zero_logit" else float("-inf")
+        fill_value = torch.tensor(fill, dtype=logits.dtype, device=logits.device)
+        logits.index_put_((fn_rows, fn_cols), fill_value)          # in place: mm does not keep its output
+    return torch.logsumexp(logits, dim=1) - positive
+
+
+@dataclass
+class Anchors:
+    """Unique anchor nodes of a batch with multiplicities and their false negatives.
+
+    ``nodes`` ``[A]``, ``multiplicity`` ``[A]`` (float), ``fn_rows``/``fn_cols`` ``[F]``: FN pairs
+    (position in ``nodes``, node id).
+    """
+
+    nodes: torch.Tensor
+    multiplicity: torch.Tensor
+    fn_rows: torch.Tensor
+    fn_cols: torch.Tensor
+
+    @classmethod
+    def from_occurrences(cls, occurrences: np.ndarray, false_negatives: FalseNegatives | None,
+                         device: torch.device | str) -> Anchors:
+        """Unique nodes of ``occurrences`` (one entry per pair), counted, with their FN pairs."""
+        nodes, counts = np.unique(np.asarray(occurrences, dtype=np.int64), return_counts=True)
+        if false_negatives is None:
+            rows = cols = np.zeros(0, dtype=np.int64)
+        else:
+            rows, cols = false_negatives.select(nodes)
+        return cls(torch.from_numpy(nodes).to(device), torch.from_numpy(counts.astype(np.float32)).to(device),
+                   torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device))
+
+
+def node_contrast(anchor_table: torch.Tensor, candidate_table: torch.Tensor, anchors: Anchors, tau: float,
+                  fn_mode: FalseNegativeMode = "none") -> torch.Tensor:
+    r""":math:`\sum_a m_a\, \ell(A[a];\ C,\ C[a],\ F_a)` with ``A = anchor_table``, ``C = candidate_table``.
+
+    ``anchor_table`` ``[C, d]`` (only the anchor rows are read), ``candidate_table`` ``[C', d]`` with
+    ``C' >= C`` (e.g. items plus a zero PAD row). Returns a scalar.
+    """
+    terms = info_nce_terms(anchor_table[anchors.nodes], candidate_table, anchors.nodes, tau,
+                           anchors.fn_rows, anchors.fn_cols, fn_mode)
+    return (anchors.multiplicity * terms).sum()
+
+
+# ------------------------------------------------------------------------------------------ augmentation
+def drop_nodes(interactions: sp.csr_matrix, ratio: float,
+               generator: torch.Generator | None = None) -> sp.csr_matrix:
+    """Remove ⌊ρM⌋ users and ⌊ρN⌋ items (uniform, without replacement) with all their edges."""
+    n_users, n_items = interactions.shape
+    keep_users = np.ones(n_users)
+    keep_items = np.ones(n_items)
+    keep_users[torch.randperm(n_users, generator=generator)[: int(ratio * n_users)].numpy()] = 0.0
+    keep_items[torch.randperm(n_items, generator=generator)[: int(ratio * n_items)].numpy()] = 0.0
+    out = (sp.diags(keep_users) @ sp.csr_matrix(interactions) @ sp.diags(keep_items)).tocsr()
+    out.eliminate_zeros()
+    return out
+
+
+def drop_edges(interactions: sp.csr_matrix, ratio: float,
+               generator: torch.Generator | None = None) -> sp.csr_matrix:
+    """Keep ⌊(1-ρ)|E|⌋ edges drawn uniformly without replacement."""
+    coo = sp.coo_matrix(interactions)
+    kept = torch.randperm(coo.nnz, generator=generator)[: int((1.0 - ratio) * coo.nnz)].numpy()
+    return sp.csr_matrix((coo.data[kept], (coo.row[kept], coo.col[kept])), shape=coo.shape)
+
+
+def draw_target_view(interactions: sp.csr_matrix, augmentation: Augmentation, ratio: float, layers: int,
+                     device: torch.device | str,
+                     generator: torch.Generator | None = None) -> list[SparseOperator]:
+    """One augmented, symmetrically normalised target graph per layer (the same one unless ``walk``)."""
+    def operator(mat: sp.csr_matrix) -> SparseOperator:
+        return SparseOperator(normalized_bipartite(mat, "symmetric"), device=device, symmetric=True)
+
+    if augmentation == "walk":
+        return [operator(drop_edges(interactions, ratio, generator)) for _ in range(layers)]
+    if augmentation == "node":
+        return [operator(drop_nodes(interactions, ratio, generator))] * layers
+    if augmentation == "edge":
+        return [operator(drop_edges(interactions, ratio, generator))] * layers
+    raise ValueError(f"unknown augmentation {augmentation!r} (node, edge, walk)")
