@@ -22,11 +22,13 @@ import torch
 def _csr_tensor(mat: sp.csr_matrix, device: torch.device | str) -> torch.Tensor:
     mat = sp.csr_matrix(mat, dtype=np.float32)
     mat.sort_indices()
+    # int32 indices when they fit: MKL otherwise converts int64 indices on every product
+    index = np.int32 if max(mat.nnz, *mat.shape) < np.iinfo(np.int32).max else np.int64
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(
-            torch.from_numpy(mat.indptr.astype(np.int64)),
-            torch.from_numpy(mat.indices.astype(np.int64)),
+            torch.from_numpy(mat.indptr.astype(index)),
+            torch.from_numpy(mat.indices.astype(index)),
             torch.from_numpy(mat.data.astype(np.float32)),
             size=mat.shape,
             device=device,
