@@ -30,15 +30,6 @@ DATA_ROOT = Path("/work/shared/datasets")
 BEHAVIORS = ["view", "cart", "buy"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: one thread avoids OpenMP overhead on loaded CI machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def nested_dataset(seed: int = 0, n_users: int = 14, n_items: int = 11) -> MultiBehaviorDataset:
     """buy ⊂ cart ⊂ view plus one cart pair outside view; user 0 has no view/cart, item 0 is never used."""
     rng = np.random.default_rng(seed)

@@ -82,7 +82,8 @@ def test_resume_continues_run(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, needle", [
     (["train", "--model", "nope", "--dataset", "synthetic:tiny"], "unknown model 'nope'"),
-    (["train", "--model", "mf", "--dataset", "synthetic:tiny", "--set", "train.lrr=1"], "unknown key train.lrr"),
+    (["train", "--model", "mf", "--dataset", "synthetic:tiny", "--set", "train.lrr=1"],
+     "unknown key train.lrr"),
     (["train", "--model", "mf", "--dataset", "synthetic:tiny", "--set", "params.dim=abc"], "params.dim"),
     (["train", "--model", "mf", "--dataset", "synthetic:tiny", "--set", "train.protocol=validation"],
      "validation split"),

@@ -17,15 +17,6 @@ from mbrec.models.copf.cogcn import GraphBank, cogcn_propagate, encoder_graphs, 
 M, N, K, D = 40, 30, 3, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: one thread avoids OpenMP overhead on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_matrices(seed: int = 0) -> list[np.ndarray]:
     """Dense 0/1 behavior matrices, nested-ish (buy mostly ⊂ cart ⊂ view) with isolated nodes.
 

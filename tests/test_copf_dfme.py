@@ -18,15 +18,6 @@ M, N, K, D = 30, 20, 3, 8
 STOP_GRADS = ["official", "paper", "paper_gate", "none", "all"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: one thread avoids OpenMP overhead on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def graphs():
     """Per-behavior Â_k (float64 operators) of a random 3-behavior graph with an isolated user."""

@@ -48,15 +48,6 @@ def clustered_dataset(n_users: int = 60, n_items: int = 40, clusters: int = 4,
                                 binary_csr(np.array(test_rows), np.array(test_cols), shape))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids thread-pool overhead on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def dataset() -> MultiBehaviorDataset:
     return clustered_dataset()

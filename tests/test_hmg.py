@@ -23,15 +23,6 @@ from mbrec.train.trainer import Trainer
 R = 0.7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids thread-pool overhead on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def t(*values: float) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
 

@@ -22,15 +22,6 @@ from mbrec.models.mbssl.encoder import (
 M, N, K, D = 40, 30, 3, 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: extra torch threads only add overhead (and stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_graphs(seed: int, densities=(0.3, 0.15, 0.08)) -> list[sp.csr_matrix]:
     rng = np.random.default_rng(seed)
     out = []

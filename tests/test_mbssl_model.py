@@ -24,13 +24,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.fixture(autouse=True)
-def cache_dir_and_one_thread(tmp_path, monkeypatch):
-    """Swing cache in a temporary folder; one torch thread (tiny tensors: threads only add overhead)."""
+def cache_dir(tmp_path, monkeypatch):
+    """Swing cache in a temporary folder."""
     monkeypatch.setenv("MBREC_CACHE_DIR", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

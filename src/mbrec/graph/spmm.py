@@ -57,6 +57,15 @@ class SparseOperator:
         self.matrix = _csr_tensor(mat, device)
         self.transpose = self.matrix if self.symmetric else _csr_tensor(mat.T.tocsr(), device)
 
+    @classmethod
+    def from_interactions(cls, interactions: sp.spmatrix, mode: str = "symmetric",
+                          device: torch.device | str = "cpu") -> SparseOperator:
+        """Operator of the normalised bipartite graph of an ``M x N`` interaction matrix
+        (``mode``: ``symmetric`` or ``left``, see :func:`mbrec.graph.adjacency.normalize`)."""
+        from mbrec.graph.adjacency import normalized_bipartite
+
+        return cls(normalized_bipartite(interactions, mode), device=device, symmetric=mode == "symmetric")
+
     @property
     def device(self) -> torch.device:
         return self.matrix.device

@@ -21,7 +21,7 @@ from torch import nn
 
 from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.data.samplers import Batch, BPRSpec
-from mbrec.graph import SparseOperator, normalized_bipartite, spmm, union
+from mbrec.graph import SparseOperator, spmm, union
 from mbrec.losses import bpr_loss, l2_of_rows
 from mbrec.models.base import Recommender, register
 
@@ -57,7 +57,7 @@ class LightGCNBase(Recommender):
         c = config
         mats = dataset.matrices()
         graph = dataset.target_train if c.graph == "target" else union(mats)
-        self.op = SparseOperator(normalized_bipartite(graph, "symmetric"), device=device, symmetric=True)
+        self.op = SparseOperator.from_interactions(graph, "symmetric", device)
         self.user_emb = nn.Parameter(torch.empty(self.n_users, c.dim))
         self.item_emb = nn.Parameter(torch.empty(self.n_items, c.dim))
         self.batch_spec = BPRSpec(behaviors=(dataset.target,), positives=1, negatives_against="target",

@@ -35,7 +35,7 @@ from torch import nn
 from mbrec.config import ConfigError
 from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.data.samplers import Batch, BPRSpec
-from mbrec.graph import SparseOperator, normalized_bipartite
+from mbrec.graph import SparseOperator
 from mbrec.losses import bpr_loss, l2_of_rows
 from mbrec.models.base import Recommender, register
 from mbrec.models.lightgcn import LightGCN, LightGCNConfig, propagate_mean
@@ -92,7 +92,7 @@ class MBCGCN(Recommender):
         c, n_transitions = config, len(self.behaviors) - 1
         if len(c.layers) != len(self.behaviors):
             raise ConfigError(f"params.layers needs one entry per behavior ({', '.join(self.behaviors)})")
-        self.graphs = [SparseOperator(normalized_bipartite(m, "symmetric"), device=device, symmetric=True)
+        self.graphs = [SparseOperator.from_interactions(m, "symmetric", device)
                        for m in dataset.matrices()]
         self.user_emb = nn.Parameter(torch.empty(self.n_users, c.dim))
         self.item_emb = nn.Parameter(torch.empty(self.n_items, c.dim))

@@ -51,7 +51,7 @@ from torch import nn
 from mbrec.config import ConfigError
 from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.data.samplers import Batch, BPRSpec
-from mbrec.graph import SparseOperator, normalized_bipartite, spmm
+from mbrec.graph import SparseOperator, spmm
 from mbrec.losses import bpr_loss
 from mbrec.models.base import Recommender, register
 from mbrec.models.copf.heads import PMEHead, project
@@ -97,7 +97,7 @@ class PKEF(Recommender):
         for key in ("layers", "task_weights"):
             if len(getattr(c, key)) != len(self.behaviors):
                 raise ConfigError(f"params.{key} needs one entry per behavior ({', '.join(self.behaviors)})")
-        self.graphs = [SparseOperator(normalized_bipartite(m, "left"), device=device, symmetric=False)
+        self.graphs = [SparseOperator.from_interactions(m, "left", device)
                        for m in mats]
         self.task_weights = [c.task_weight_scale * w for w in c.task_weights]
         self.tasks = [k for k, w in enumerate(self.task_weights) if w != 0.0]

@@ -51,7 +51,7 @@ from torch import nn
 from mbrec.config import ConfigError
 from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.data.samplers import Batch, BPRSpec
-from mbrec.graph import SparseOperator, normalized_bipartite, union
+from mbrec.graph import SparseOperator, union
 from mbrec.losses import bpr_loss
 from mbrec.models.base import Recommender, register
 from mbrec.models.copf.cogcn import (
@@ -307,8 +307,7 @@ class LightGCNMDFME(MultiTaskModel):
         super().__init__(dataset, config, device)
         if config.layers < 0:
             raise ConfigError(f"params.layers must be >= 0, got {config.layers}")
-        self.union_op = SparseOperator(normalized_bipartite(union(dataset.matrices()), "symmetric"),
-                                       device=device, symmetric=True)
+        self.union_op = SparseOperator.from_interactions(union(dataset.matrices()), "symmetric", device)
         self.head = self.make_dfme()
         self.reset_parameters()
 

@@ -33,7 +33,7 @@ import torch
 from mbrec.config import ConfigError
 from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.data.samplers import Batch, UserSpec
-from mbrec.graph import SparseOperator, normalized_bipartite
+from mbrec.graph import SparseOperator
 from mbrec.losses.nonsampling import nonsampling_loss
 from mbrec.models.base import Recommender, register
 from mbrec.models.mbssl.encoder import BehaviorAwareEncoder, EncoderOutput
@@ -155,8 +155,7 @@ class MBSSL(Recommender):
         self.aux_indices = [self.behaviors.index(b) for b in aux]
         self.inter_weights = _per_behavior(c.inter_weights, aux, "inter_weights")
         mats = dataset.matrices()
-        self.graphs = [SparseOperator(normalized_bipartite(mat, "symmetric"), device=self.device_,
-                                      symmetric=True) for mat in mats]
+        self.graphs = [SparseOperator.from_interactions(mat, "symmetric", self.device_) for mat in mats]
         self.target_train = dataset.target_train
         self.labels = [LabelLists.build(m, c.label_quantile) for m in mats]
         self.encoder = BehaviorAwareEncoder(self.n_users, self.n_items, len(self.behaviors), c.dim, c.layers,

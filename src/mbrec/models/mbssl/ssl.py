@@ -34,7 +34,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from mbrec.graph import SparseOperator, normalized_bipartite
+from mbrec.graph import SparseOperator
 from mbrec.models.mbssl.swing import FalseNegatives
 
 FalseNegativeMode = Literal["zero_logit", "remove", "none"]
@@ -129,7 +129,7 @@ def draw_target_view(interactions: sp.csr_matrix, augmentation: Augmentation, ra
                      generator: torch.Generator | None = None) -> list[SparseOperator]:
     """One augmented, symmetrically normalised target graph per layer (the same one unless ``walk``)."""
     def operator(mat: sp.csr_matrix) -> SparseOperator:
-        return SparseOperator(normalized_bipartite(mat, "symmetric"), device=device, symmetric=True)
+        return SparseOperator.from_interactions(mat, "symmetric", device)
 
     if augmentation == "walk":
         return [operator(drop_edges(interactions, ratio, generator)) for _ in range(layers)]
