@@ -346,6 +346,21 @@ def test_cli_run_summary_and_errors(finished, tmp_path, capsys):
     assert "## tiny" in capsys.readouterr().out
 
 
+def test_cli_summary_of_several_folders_fills_the_readme(finished, tmp_path, capsys):
+    import shutil
+
+    first = Path(finished[0].results_dir)
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\n")
+    assert cli(["bench", "summary", str(first), str(second), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old" not in text
+    assert f"**{first.name}**" in text and "**second**" in text
+    assert text.count("| model |") == 2
+
+
 def test_shipped_grid_files_are_valid(monkeypatch):
     monkeypatch.chdir(REPO)  # config paths in grid files are relative to the repository root
     smoke = load_grid("benchmarks/grids/smoke.yaml")

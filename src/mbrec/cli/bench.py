@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from mbrec.config import ConfigError
 
@@ -31,10 +32,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run.add_argument("--dry-run", action="store_true", help="print each cell's status, run nothing")
     run.set_defaults(handler=run_command)
 
-    summary = sub.add_parser("summary", help="write summary.md and summary.json of a results folder")
-    summary.add_argument("results_dir", metavar="RESULTS_DIR")
+    summary = sub.add_parser("summary", help="write summary.md and summary.json of results folders")
+    summary.add_argument("results_dirs", metavar="RESULTS_DIR", nargs="+")
     summary.add_argument("--readme", metavar="README.md",
-                         help="also replace the table between the README's results markers")
+                         help="also replace the README's results section with one table per folder")
     summary.set_defaults(handler=summary_command)
 
     plot = sub.add_parser("plot", help="PNG bar charts and training curves of a results folder")
@@ -62,14 +63,18 @@ def run_command(args: argparse.Namespace) -> int:
 def summary_command(args: argparse.Namespace) -> int:
     from mbrec.bench.summary import readme_table, replace_readme_section, write_summary
 
+    tables = []
     try:
-        md, js = write_summary(args.results_dir)
+        for results_dir in args.results_dirs:
+            md, js = write_summary(results_dir)
+            print(md.read_text(encoding="utf-8"), end="")
+            print(f"wrote {md} and {js}", file=sys.stderr)
+            tables.append(f"**{Path(results_dir).name}**\n\n{readme_table(results_dir)}")
         if args.readme:
-            replace_readme_section(args.readme, readme_table(args.results_dir))
+            replace_readme_section(args.readme, "\n\n".join(tables))
+            print(f"updated {args.readme}", file=sys.stderr)
     except ConfigError as e:
         return _config_error(e)
-    print(md.read_text(encoding="utf-8"), end="")
-    print(f"wrote {md} and {js}" + (f"; updated {args.readme}" if args.readme else ""), file=sys.stderr)
     return 0
 
 
