@@ -103,3 +103,29 @@ def test_config_file_errors(tmp_path, capsys):
     assert main(["train", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "invalid YAML" in err
+
+
+def test_evaluate_groups_and_noise_config(tmp_path, capsys):
+    args = ["train", "--model", "mf", "--dataset", "synthetic:tiny", "--output-dir", str(tmp_path),
+            "--name", "g", "--no-progress", "--set", "train.epochs=1", "--set", "train.protocol=paper"]
+    assert main(args) == 0
+    capsys.readouterr()
+    plot = tmp_path / "groups.png"
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "g" / "best.pt"), "--groups",
+                 "--groups-plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    overall = json.loads(out[: out.index("\n}\n") + 3])
+    groups = json.loads(out[out.index("\n}\n") + 3:])["groups"]
+    assert [g["group"] for g in groups] == ["<9", "9-12", "13-16", "17-19", ">=20"]
+    assert sum(g["n_users"] for g in groups) == overall["users"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    from mbrec.config import load_run_config
+    from mbrec.train.runner import load_run_dataset
+
+    clean = load_run_dataset(load_run_config(base={"dataset": "synthetic:tiny"}))
+    noisy = load_run_dataset(load_run_config(base={"dataset": "synthetic:tiny"},
+                                             overrides=["data.noise_ratio=0.2", "data.noise_seed=3"]))
+    for b in clean.behaviors[:-1]:
+        assert noisy.train[b].nnz == clean.train[b].nnz + int(0.2 * clean.train[b].nnz)
+    assert (noisy.target_train != clean.target_train).nnz == 0

@@ -147,12 +147,20 @@ class DataConfig:
 
     ``validation``: ``none`` uses the dataset as it is; ``holdout`` moves one random target training
     item per user (with >= 2) into a validation split (seeded by ``validation_seed``).
+    ``noise_ratio`` > 0 adds that share of random new pairs to every auxiliary behavior (noise-robustness
+    study, MBSSL Fig. 4; :func:`mbrec.eval.noise.inject_noise`, seeded by ``noise_seed``).
     """
 
     root: str | None = None
     validation: Literal["none", "holdout"] = "none"
     validation_seed: int = 0
     mask_behaviors: list[str] = field(default_factory=list)
+    noise_ratio: float = 0.0
+    noise_seed: int = 0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.noise_ratio <= 10.0:
+            raise ConfigError("data.noise_ratio must be in [0, 10]")
 
 
 @dataclass

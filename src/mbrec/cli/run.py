@@ -33,6 +33,9 @@ def add_run_parsers(sub) -> None:
     p.add_argument("--data-root")
     p.add_argument("--device", default="auto")
     p.add_argument("--per-user", help="write per-user metrics to this CSV file")
+    p.add_argument("--groups", action="store_true",
+                   help="also print metrics per user group of target-training size (<9, 9-12, 13-16, 17-19, >=20)")
+    p.add_argument("--groups-plot", metavar="PNG", help="plot the group metrics into this file")
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("recommend", help="top-k items for users, in the original ids")
@@ -96,6 +99,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from mbrec.serve.export import write_per_user_csv
 
         write_per_user_csv(args.per_user, res, dataset)
+    if args.groups or args.groups_plot:
+        from mbrec.eval.groups import group_metrics, plot_groups
+
+        rows = group_metrics(res, dataset)
+        print(json.dumps({"groups": rows}, indent=2))
+        if args.groups_plot:
+            plot_groups(rows, args.groups_plot)
     return 0
 
 

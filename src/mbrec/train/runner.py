@@ -49,6 +49,10 @@ def load_run_dataset(cfg: RunConfig) -> MultiBehaviorDataset:
     ds = load_dataset(cfg.dataset, data_root=cfg.data.root)
     if cfg.data.validation == "holdout":
         ds = add_validation_split(ds, seed=cfg.data.validation_seed)
+    if cfg.data.noise_ratio > 0:
+        from mbrec.eval.noise import inject_noise
+
+        ds = inject_noise(ds, cfg.data.noise_ratio, seed=cfg.data.noise_seed)
     unknown = [b for b in cfg.data.mask_behaviors if b not in ds.behaviors]
     if unknown:
         raise ConfigError(f"data.mask_behaviors: unknown behavior {unknown[0]!r} (have {ds.behaviors})")
