@@ -17,6 +17,15 @@ def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, reduction: str 
     return values.mean() if reduction == "mean" else values.sum()
 
 
+def triple_scores(user_table: torch.Tensor, item_table: torch.Tensor, triples) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Inner-product scores :math:`(\langle e_u, e_{i^+}\rangle, \langle e_u, e_{i^-}\rangle)` of BPR triples.
+
+    ``user_table [M, d]``, ``item_table [N, d]``, ``triples`` with ``users/positives/negatives [n]`` -> two ``[n]``.
+    """
+    u = user_table[triples.users]
+    return (u * item_table[triples.positives]).sum(-1), (u * item_table[triples.negatives]).sum(-1)
+
+
 def l2_of_rows(*tables: torch.Tensor) -> torch.Tensor:
     r""":math:`\tfrac12 \sum_t \lVert X_t \rVert_F^2` of the given (gathered) rows."""
     return 0.5 * sum(t.pow(2).sum() for t in tables)

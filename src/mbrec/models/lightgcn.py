@@ -22,7 +22,7 @@ from torch import nn
 from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.data.samplers import Batch, BPRSpec
 from mbrec.graph import SparseOperator, spmm, union
-from mbrec.losses import bpr_loss, l2_of_rows
+from mbrec.losses import bpr_loss, l2_of_rows, triple_scores
 from mbrec.models.base import Recommender, register
 
 
@@ -81,10 +81,7 @@ class LightGCNBase(Recommender):
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         t = batch.triples[self.behaviors[-1]]
-        users, items = self.propagate()
-        u = users[t.users]
-        pos = (u * items[t.positives]).sum(-1)
-        neg = (u * items[t.negatives]).sum(-1)
+        pos, neg = triple_scores(*self.propagate(), t)
         n = max(len(t), 1)
         reg = l2_of_rows(self.user_emb[t.users], self.item_emb[t.positives], self.item_emb[t.negatives]) / n
         return {"bpr": bpr_loss(pos, neg), "reg/l2": self.config.reg * reg}

@@ -36,7 +36,7 @@ from mbrec.config import ConfigError
 from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.data.samplers import Batch, BPRSpec
 from mbrec.graph import SparseOperator
-from mbrec.losses import bpr_loss, l2_of_rows
+from mbrec.losses import bpr_loss, l2_of_rows, triple_scores
 from mbrec.models.base import Recommender, register
 from mbrec.models.lightgcn import LightGCN, LightGCNConfig, propagate_mean
 from mbrec.models.mbgcn import fit_in_memory
@@ -133,10 +133,7 @@ class MBCGCN(Recommender):
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         t = batch.triples[self.behaviors[-1]]
-        users, items = self.propagate()
-        u = users[t.users]
-        pos = (u * items[t.positives]).sum(-1)
-        neg = (u * items[t.negatives]).sum(-1)
+        pos, neg = triple_scores(*self.propagate(), t)
         reg = l2_of_rows(self.user_emb[t.users], self.item_emb[t.positives], self.item_emb[t.negatives],
                          self.user_transforms, self.item_transforms) / max(len(t), 1)
         return {"bpr": bpr_loss(pos, neg), "reg/l2": self.config.reg * reg}

@@ -10,7 +10,7 @@ from torch import nn
 
 from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.data.samplers import Batch, BPRSpec
-from mbrec.losses import bpr_loss, l2_of_rows
+from mbrec.losses import bpr_loss, l2_of_rows, triple_scores
 from mbrec.models.base import Recommender, register
 
 
@@ -42,9 +42,9 @@ class MF(Recommender):
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         t = batch.triples[self.behaviors[-1]]
-        u, p, n = self.user_emb[t.users], self.item_emb[t.positives], self.item_emb[t.negatives]
-        reg = l2_of_rows(u, p, n) / max(len(t), 1)
-        return {"bpr": bpr_loss((u * p).sum(-1), (u * n).sum(-1)), "reg/l2": self.config.reg * reg}
+        reg = l2_of_rows(self.user_emb[t.users], self.item_emb[t.positives], self.item_emb[t.negatives])
+        return {"bpr": bpr_loss(*triple_scores(self.user_emb, self.item_emb, t)),
+                "reg/l2": self.config.reg * reg / max(len(t), 1)}
 
     @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
