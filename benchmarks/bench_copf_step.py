@@ -26,47 +26,24 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import statistics
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from benchlib import REPO, clock, command_record, load_average, load_or_skip, machine_record, median_times, since, timed
 
 from mbrec.config import load_run_config
-from mbrec.data.registry import DatasetNotFound, load_dataset
 from mbrec.data.samplers import Batch, make_sampler
 from mbrec.eval import evaluate
 from mbrec.graph import SparseOperator
 from mbrec.models import build_model
 from mbrec.models.copf import COPF, DFME, detached_behaviors
 from mbrec.train.checkpoint import atomic_write_json
-from mbrec.train.runner import describe_device
 from mbrec.train.trainer import make_optimizer
 
 ROOT = Path(__file__).resolve().parent
-REPO = ROOT.parent
 BATCH_SIZE = 256
-
-
-def clock() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
-
-
-def since(start: tuple[float, float]) -> tuple[float, float]:
-    """(wall, process CPU) seconds elapsed since ``start``."""
-    wall, cpu = clock()
-    return wall - start[0], cpu - start[1]
-
-
-def timed(fn: Callable[..., object], *args: object) -> tuple[float, float]:
-    start = clock()
-    fn(*args)
-    return since(start)
 
 
 def sparse_products(model: COPF) -> list[dict]:
@@ -124,12 +101,7 @@ def run_contrast(operands: list[tuple[torch.Tensor, torch.Tensor]], shift: float
         coef.T @ anchors
 
 
-def median(samples: list[tuple[float, float]]) -> dict[str, float]:
-    return {"wall_s": statistics.median(s[0] for s in samples),
-            "cpu_s": statistics.median(s[1] for s in samples)}
-
-
-def main(argv: list[str] | None = None) -> dict | None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (medians)")
@@ -137,12 +109,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_copf_step.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    load_before = [round(v, 2) for v in os.getloadavg()]
-    try:
-        ds = load_dataset("taobao")
-    except DatasetNotFound as e:
-        print(f"skipped: the Taobao dataset was not found ({e})")
-        return None
+    load_before = load_average()
+    ds = load_or_skip("taobao")
 
     cfg = load_run_config(REPO / "configs" / "copf_taobao.yaml")
     torch.manual_seed(cfg.train.seed)
@@ -196,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         print(f"{tag} {i + 1}: step {t['step'][0]:.2f} s (cpu {t['step'][1]:.2f}); kernels "
               f"{sum(t[n][0] for n in ('sparse', 'contrastive', 'adam_alone')):.2f} s", flush=True)
 
-    medians = {name: median(samples[name]) for name in parts}
+    medians = {name: median_times(samples[name]) for name in parts}
     kernels = {unit: sum(medians[n][unit] for n in ("sparse", "contrastive", "adam_alone"))
                for unit in ("wall_s", "cpu_s")}
     ratio = {unit: medians["step"][unit] / kernels[unit] for unit in kernels}
@@ -218,15 +186,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     print(f"one full-ranking evaluation: {eval_wall:.1f} s (cpu {eval_cpu:.1f}); "
           f"HR@10 = {result.metrics['HR@10']:.4f}")
 
-    script = Path(sys.argv[0]).resolve()
-    shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
     record = {
         "benchmark": "COPF training step vs isolated kernels",
-        "command": " ".join(["python", str(shown), *sys.argv[1:]]),
-        "machine": {"description": describe_device(torch.device("cpu")), "cores": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "load_average_before": load_before,
-                    "load_average_after": [round(v, 2) for v in os.getloadavg()]},
+        "command": command_record(),
+        "machine": machine_record(load_before),
         "config": "configs/copf_taobao.yaml", "params": cfg.params, "batch_size": BATCH_SIZE,
         "warmup": args.warmup, "steps": args.steps,
         "sparse_products": [{"name": p["name"], "shape": list(p["op"].shape), "nnz": p["op"].nnz,

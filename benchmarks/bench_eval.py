@@ -5,8 +5,9 @@ A LightGCN-sized score function — random user and item tables ``U [M, 64]``, `
 x 7,977 items: masking of the training buys, exact ranks, HR/NDCG/Recall/Precision@{10,50} and MRR). The
 reference is the time of the scoring matmuls alone for the same user batches. Both run ``--warmup``
 untimed passes and ``--repeats`` timed ones; the report gives the medians (wall and process CPU time)
-and ``ratio = evaluate / matmul``, i.e. what the evaluation adds on top of scoring. Results go to
-``benchmarks/results/bench_eval.json`` (atomic write).
+and ``ratio = evaluate / matmul``, i.e. what the evaluation adds on top of scoring. The dataset is
+``--dataset`` (default ``beibei``, found by name under the data root); when it is missing the script prints
+``skipped: ...`` and exits 0. Results go to ``benchmarks/results/bench_eval.json`` (atomic write).
 
     python benchmarks/bench_eval.py --threads 2
 """
@@ -14,25 +15,19 @@ and ``ratio = evaluate / matmul``, i.e. what the evaluation adds on top of scori
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import shlex
-import statistics
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchlib import command_record, load_average, load_or_skip, machine_record, median_times
+from benchlib import timed as timed_call
 from torch import nn
 
 from mbrec.data.dataset import MultiBehaviorDataset
-from mbrec.data.directory import load_directory
 from mbrec.eval import evaluate
 from mbrec.models.base import Recommender
 from mbrec.train.checkpoint import atomic_write_json
-from mbrec.train.runner import describe_device
 
 ROOT = Path(__file__).resolve().parent
 
@@ -51,28 +46,19 @@ class RandomTables(Recommender):
         return self.user_emb[users] @ self.item_emb.T
 
 
-def machine() -> dict:
-    return {"description": describe_device(torch.device("cpu")), "platform": platform.platform(),
-            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(),
-            "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()]}
-
-
 def timed(fn: Callable[[], object], warmup: int, repeats: int) -> dict:
+    """Medians of the wall and process-CPU seconds of ``repeats`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        w, c = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - w)
-        cpu.append(time.process_time() - c)
-    return {"median_s": statistics.median(wall), "cpu_median_s": statistics.median(cpu), "all_s": wall}
+    samples = [timed_call(fn) for _ in range(repeats)]
+    med = median_times(samples)
+    return {"median_s": med["wall_s"], "cpu_median_s": med["cpu_s"], "all_s": [s[0] for s in samples]}
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="/work/shared/datasets/beibei", help="Beibei dataset folder")
+    parser.add_argument("--dataset", default="beibei",
+                        help="dataset name under the data root ($MBREC_DATA_ROOT, else ../shared/datasets) or path")
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=2048, help="users per evaluation batch")
     parser.add_argument("--threads", type=int, nargs="+", default=None,
@@ -83,8 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     threads = args.threads or list(dict.fromkeys([torch.get_num_threads(), 2]))
 
-    host = machine()
-    dataset = load_directory(args.data)
+    host = machine_record()
+    dataset = load_or_skip(args.dataset)
     model = RandomTables(dataset, args.dim).eval()
     users = dataset.eval_users("test")
     batches = [torch.from_numpy(users[s:s + args.batch_size]) for s in range(0, len(users), args.batch_size)]
@@ -113,9 +99,9 @@ def main(argv: list[str] | None = None) -> dict:
     candidates = dataset.n_items - np.diff(dataset.target_train.indptr)[users]
     record = {
         "benchmark": "full-ranking evaluation vs scoring matmul",
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "command": command_record(),
         "machine": host,
-        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "load_average_after": load_average(),
         "dataset": {"name": dataset.name, "n_users": dataset.n_users, "n_items": dataset.n_items,
                     "test_users": int(len(users)), "test_pairs": int(dataset.test.nnz),
                     "masked_train_pairs": int(dataset.target_train.nnz)},

@@ -27,11 +27,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import resource
-import statistics
-import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -40,20 +36,18 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from benchlib import REPO, clock, command_record, load_average, load_or_skip, machine_record, median_times
 
 from mbrec.config import load_run_config
-from mbrec.data.registry import DatasetNotFound, load_dataset
 from mbrec.data.samplers import Batch, make_sampler
 from mbrec.losses.nonsampling import nonsampling_loss
 from mbrec.models import build_model
 from mbrec.models.mbssl import MBSSL, FalseNegatives, draw_target_view
 from mbrec.train.checkpoint import atomic_write_json
 from mbrec.train.hmg import HMG
-from mbrec.train.runner import describe_device
 from mbrec.train.trainer import make_optimizer
 
 ROOT = Path(__file__).resolve().parent
-REPO = ROOT.parent
 BATCH_SIZE = 256
 STEPS_PER_EPOCH = 84          # ⌊21,716 / 256⌋, last partial batch dropped
 GOAL_EPOCH_S = 180.0          # 3 min / epoch
@@ -148,10 +142,6 @@ def reference_losses(model: MBSSL, graphs: list[torch.Tensor], views: list[list[
 
 
 # ------------------------------------------------------------------------------------------- timing
-def clock() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
-
-
 def time_steps(label: str, n_warmup: int, n_steps: int, batches, optimizer: torch.optim.Optimizer,
                forward: Callable[[Batch], dict[str, torch.Tensor]],
                backward: Callable[[dict[str, torch.Tensor]], None]) -> dict:
@@ -176,8 +166,7 @@ def time_steps(label: str, n_warmup: int, n_steps: int, batches, optimizer: torc
         if i >= n_warmup:
             for p, value in t.items():
                 samples[p].append(value)
-    return {"medians": {p: {"wall_s": statistics.median(s[0] for s in v), "cpu_s": statistics.median(s[1] for s in v)}
-                        for p, v in samples.items()},
+    return {"medians": {p: median_times(v) for p, v in samples.items()},
             "samples": {p: [list(s) for s in v] for p, v in samples.items()},
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}          # KiB on Linux
 
@@ -205,7 +194,7 @@ def check_equal(model: MBSSL, graphs, views, batch: Batch, params: list[torch.nn
             "tolerances": {"loss_rtol": LOSS_RTOL, "grad_rtol": GRAD_RTOL}, "match": ok}
 
 
-def main(argv: list[str] | None = None) -> dict | None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--steps", type=int, default=3, help="timed steps of ours, per backward mode (medians)")
@@ -214,12 +203,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_mbssl_step.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    load_before = [round(v, 2) for v in os.getloadavg()]
-    try:
-        ds = load_dataset("beibei")
-    except DatasetNotFound as e:
-        print(f"skipped: the Beibei dataset was not found ({e})")
-        return None
+    load_before = load_average()
+    ds = load_or_skip("beibei")
 
     cfg = load_run_config(REPO / "configs" / "mbssl_beibei.yaml")
     seed = cfg.train.seed
@@ -271,15 +256,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     print(f"epoch ({STEPS_PER_EPOCH} steps): ours {epoch['sum'] / 60:.1f} min (sum), {epoch['hmg'] / 60:.1f} min "
           f"(HMG), reference {epoch['reference'] / 60:.1f} min; goal {GOAL_EPOCH_S / 60:.0f} min/epoch")
 
-    script = Path(sys.argv[0]).resolve()
-    shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
     record = {
         "benchmark": "MBSSL training step: ours vs straight port (Beibei)",
-        "command": " ".join(["python", str(shown), *sys.argv[1:]]),
-        "machine": {"description": describe_device(torch.device("cpu")), "cores": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "load_average_before": load_before,
-                    "load_average_after": [round(v, 2) for v in os.getloadavg()]},
+        "command": command_record(),
+        "machine": machine_record(load_before),
         "config": "configs/mbssl_beibei.yaml", "params": cfg.params, "batch_size": BATCH_SIZE,
         "warmup": args.warmup, "steps": args.steps, "ref_steps": args.ref_steps,
         "check_batch_target_pairs": anchors, "check": check,

@@ -13,7 +13,9 @@ Each contender runs ``--warmup`` untimed calls, then ``--repeats`` timed ones; t
 time and of the process CPU time (less sensitive to other processes on a shared machine) are reported
 with the ratios ``torch_* / mbrec_spmm`` (goal: >= 5x against ``torch_csr``). Outputs and gradients of
 the contenders are compared once. The machine record includes the load average, since a loaded machine
-inflates wall times. Results go to ``benchmarks/results/bench_spmm.json`` (atomic write).
+inflates wall times. The dataset is ``--dataset`` (default ``taobao``, found by name under the data root);
+when it is missing the script prints ``skipped: ...`` and exits 0. Results go to
+``benchmarks/results/bench_spmm.json`` (atomic write).
 
     python benchmarks/bench_spmm.py --threads 2
 """
@@ -21,32 +23,19 @@ inflates wall times. Results go to ``benchmarks/results/bench_spmm.json`` (atomi
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import shlex
 import statistics
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from benchlib import clock, command_record, load_average, load_or_skip, machine_record
 
-from mbrec.data.directory import load_directory
 from mbrec.graph import SparseOperator, normalized_bipartite, spmm
 from mbrec.train.checkpoint import atomic_write_json
-from mbrec.train.runner import describe_device
 
 ROOT = Path(__file__).resolve().parent
-
-
-def machine() -> dict:
-    return {"description": describe_device(torch.device("cpu")), "platform": platform.platform(),
-            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(),
-            "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()]}
 
 
 def coo_tensor(mat: sp.csr_matrix) -> torch.Tensor:
@@ -60,11 +49,11 @@ def forward_backward(product: Callable[[torch.Tensor], torch.Tensor], x: torch.T
                      upstream: torch.Tensor) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
     """Wall and process-CPU seconds of the forward and the backward of one call, Y and dL/dX."""
     leaf = x.detach().requires_grad_()
-    w0, c0 = time.perf_counter(), time.process_time()
+    w0, c0 = clock()
     y = product(leaf)
-    w1, c1 = time.perf_counter(), time.process_time()
+    w1, c1 = clock()
     y.backward(upstream)
-    w2, c2 = time.perf_counter(), time.process_time()
+    w2, c2 = clock()
     seconds = {"forward": w1 - w0, "backward": w2 - w1, "total": w2 - w0,
                "forward_cpu": c1 - c0, "backward_cpu": c2 - c1, "total_cpu": c2 - c0}
     return seconds, y.detach(), leaf.grad
@@ -101,7 +90,8 @@ def max_differences(contenders: dict[str, Callable], x: torch.Tensor, upstream: 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="/work/shared/datasets/taobao", help="Taobao dataset folder")
+    parser.add_argument("--dataset", default="taobao",
+                        help="dataset name under the data root ($MBREC_DATA_ROOT, else ../shared/datasets) or path")
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--threads", type=int, nargs="+", default=None,
                         help="torch thread counts to run with (default: torch's default, then 2)")
@@ -111,8 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     threads = args.threads or list(dict.fromkeys([torch.get_num_threads(), 2]))
 
-    host = machine()
-    dataset = load_directory(args.data)
+    host = machine_record()
+    dataset = load_or_skip(args.dataset)
     adjacency = normalized_bipartite(dataset.train["view"], "left")
     op = SparseOperator(adjacency)
     coo = coo_tensor(adjacency)
@@ -136,9 +126,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"threads={n}: {line}; {ratio}")
     record = {
         "benchmark": "spmm forward+backward",
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "command": command_record(),
         "machine": host,
-        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "load_average_after": load_average(),
         "graph": {"dataset": dataset.name, "behavior": "view", "normalization": "left",
                   "shape": list(adjacency.shape), "nnz": int(adjacency.nnz), "symmetric": op.symmetric},
         "dim": args.dim, "warmup": args.warmup, "repeats": args.repeats,

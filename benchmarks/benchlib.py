@@ -1,0 +1,90 @@
+"""Pieces shared by the ``benchmarks/bench_*.py`` scripts: machine and command records, timing, datasets.
+
+The scripts are run as ``python benchmarks/<script>.py``, so this folder is first on ``sys.path`` and they
+import this file as the sibling module ``benchlib``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from mbrec.data.dataset import MultiBehaviorDataset
+from mbrec.data.registry import DatasetNotFound, load_dataset
+from mbrec.train.runner import describe_device
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------------------------- records
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages, rounded to 0.01 (a loaded machine inflates wall times)."""
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def machine_record(load_before: list[float] | None = None) -> dict:
+    """The CPU (:func:`describe_device`), cores, torch threads and torch version, plus the load average.
+
+    With ``load_before`` (a :func:`load_average` taken at the start; call this at the end) the record holds
+    ``load_average_before`` and ``load_average_after`` (now). Without it (call this at the start) it also
+    holds the platform and the Python version, and the current load as ``load_average_1_5_15``; the
+    caller then stores :func:`load_average` at the end as ``load_average_after`` itself.
+    """
+    record = {"description": describe_device(torch.device("cpu"))}
+    if load_before is None:
+        record["platform"] = platform.platform()
+    record |= {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    if load_before is None:
+        return record | {"python": platform.python_version(), "load_average_1_5_15": load_average()}
+    return record | {"load_average_before": load_before, "load_average_after": load_average()}
+
+
+def command_record() -> str:
+    """The command line as run from the repository root: ``python benchmarks/<script>.py <args>``."""
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
+    return " ".join(["python", shlex.quote(str(shown)), *(shlex.quote(a) for a in sys.argv[1:])])
+
+
+# ------------------------------------------------------------------------------------- timing
+def clock() -> tuple[float, float]:
+    """(wall, process CPU) clock readings; process CPU time is less sensitive to other processes."""
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float]) -> tuple[float, float]:
+    """(wall, process CPU) seconds elapsed since ``start`` (a :func:`clock` reading)."""
+    wall, cpu = clock()
+    return wall - start[0], cpu - start[1]
+
+
+def timed(fn: Callable[..., object], *args: object) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one call ``fn(*args)``."""
+    start = clock()
+    fn(*args)
+    return since(start)
+
+
+def median_times(samples: list[tuple[float, float]]) -> dict[str, float]:
+    """``{"wall_s", "cpu_s"}``: the medians of (wall, CPU) samples."""
+    return {"wall_s": statistics.median(s[0] for s in samples),
+            "cpu_s": statistics.median(s[1] for s in samples)}
+
+
+# ------------------------------------------------------------------------------------- data
+def load_or_skip(name: str) -> MultiBehaviorDataset:
+    """:func:`mbrec.data.registry.load_dataset` (``$MBREC_DATA_ROOT``, else ``../shared/datasets``); when
+    the dataset is not found, print ``skipped: ...`` and exit with status 0."""
+    try:
+        return load_dataset(name)
+    except DatasetNotFound as e:
+        print(f"skipped: dataset {name!r} not found ({e})")
+        raise SystemExit(0) from None
