@@ -244,23 +244,26 @@ class RunConfig:
         return self.name or f"{self.model}-{self.dataset.replace('/', '_').replace(':', '-')}-s{self.train.seed}"
 
 
+def read_yaml_mapping(path: str | Path) -> dict:
+    """A YAML file whose top level is a mapping; problems become one-line ConfigErrors (file[:line])."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None,
                     base: dict | None = None) -> RunConfig:
     """Read a YAML file (optional), apply ``base`` keys and ``--set`` overrides, validate."""
-    data: dict = {}
-    if path is not None:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                loaded = yaml.safe_load(fh) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        data = loaded
+    data: dict = read_yaml_mapping(path) if path is not None else {}
     for key, value in (base or {}).items():
         if value is not None:
             data[key] = value

@@ -41,9 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from mbrec.config import ConfigError, RunConfig, apply_overrides, from_dict, to_dict
+from mbrec.config import ConfigError, RunConfig, apply_overrides, from_dict, read_yaml_mapping, to_dict
 from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.models.base import model_class
 from mbrec.train.checkpoint import atomic_write_json, load_checkpoint
@@ -117,26 +115,11 @@ class GridSpec:
 
 def load_grid(path: str | Path) -> GridSpec:
     """Read and validate a grid file; problems raise a one-line :class:`ConfigError` naming the file."""
-    data = _read_yaml(Path(path))
+    data = read_yaml_mapping(Path(path))
     try:
         return from_dict(GridSpec, data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
-    return data
 
 
 # ------------------------------------------------------------------------------------ cells
@@ -191,7 +174,7 @@ def expand_grid(grid: GridSpec, only: list[str] | None = None) -> list[Cell]:
 def _cell_config(grid: GridSpec, entry: ModelEntry, path: Path | None, dataset: str, seed: int,
                  name: str) -> RunConfig:
     where = f"{entry.label} on {dataset}"
-    data = _read_yaml(path) if path is not None else {}
+    data = read_yaml_mapping(path) if path is not None else {}
     file_model = data.get("model")
     if file_model is not None and file_model != entry.model:
         raise ConfigError(f"{where}: {path} is a config of model {file_model!r}, "
