@@ -178,10 +178,10 @@ def test_score_cache_is_reused_and_dropped_on_mode_switch(ds):
     users = torch.arange(4)
     model.eval()
     before = model.score_users(users)
-    cached = model._cache
-    assert model.score_users(users) is not None and model._cache is cached
+    cached = model._eval_cache
+    assert model.score_users(users) is not None and model._eval_cache is cached
     model.train()
-    assert model._cache is None
+    assert model._eval_cache is None
     sum(model.losses(first_batch(model, ds)).values()).backward()
     optimizer.step()
     model.eval()

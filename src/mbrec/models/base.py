@@ -63,6 +63,7 @@ class Recommender(nn.Module):
         self.behaviors = list(dataset.behaviors)
         self.device_ = torch.device(device)
         self.batch_spec: BPRSpec | UserSpec = BPRSpec(behaviors=(dataset.target,))
+        self._eval_cache: Any = None
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -79,6 +80,14 @@ class Recommender(nn.Module):
 
     def invalidate_cache(self) -> None:
         """Drop cached propagated tables (called when switching train/eval mode)."""
+        self._eval_cache = None
+
+    def eval_cached(self, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per evaluation pass: cached in eval mode until :meth:`invalidate_cache`,
+        recomputed on every call in training mode (parameters change between calls)."""
+        if self._eval_cache is None or self.training:
+            self._eval_cache = compute()
+        return self._eval_cache
 
 
 # ------------------------------------------------------------------------------------ registry

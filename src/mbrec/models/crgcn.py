@@ -74,7 +74,6 @@ class CRGCN(Recommender):
         self.biases = (nn.ParameterList([nn.Parameter(torch.empty(n, c.dim)) for n in c.layers])
                        if c.bias else None)
         self.batch_spec = BPRSpec(behaviors=None, positives=1, cap_by_degree=True, negatives_against="union")
-        self._cache: torch.Tensor | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -98,8 +97,6 @@ class CRGCN(Recommender):
             out.append(h)
         return out
 
-    def invalidate_cache(self) -> None:
-        self._cache = None
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         tables = self.behavior_tables()
@@ -116,7 +113,5 @@ class CRGCN(Recommender):
 
     @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        if self._cache is None or self.training:
-            self._cache = self.behavior_tables()[-1]
-        h = self._cache
+        h = self.eval_cached(lambda: self.behavior_tables()[-1])
         return h[users] @ h[self.n_users:].T

@@ -230,7 +230,6 @@ class GHCF(WholeDataRecommender):
         self.relations = nn.Parameter(torch.empty(k, c.dim))
         self.gc_weights = nn.ParameterList(nn.Parameter(torch.empty(c.dim, c.dim)) for _ in range(c.layers))
         self.rel_weights = nn.ParameterList(nn.Parameter(torch.empty(c.dim, c.dim)) for _ in range(c.layers))
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -254,8 +253,6 @@ class GHCF(WholeDataRecommender):
         n = c.layers + 1
         return h_sum / n, r_sum / n
 
-    def invalidate_cache(self) -> None:
-        self._cache = None
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         table, vectors = self.propagate()
@@ -267,9 +264,7 @@ class GHCF(WholeDataRecommender):
 
     @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        if self._cache is None or self.training:
-            self._cache = self.propagate()
-        table, vectors = self._cache
+        table, vectors = self.eval_cached(self.propagate)
         return (table[users] * vectors[-1]) @ table[self.n_users:].T
 
 

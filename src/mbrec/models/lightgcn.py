@@ -62,7 +62,6 @@ class LightGCNBase(Recommender):
         self.item_emb = nn.Parameter(torch.empty(self.n_items, c.dim))
         self.batch_spec = BPRSpec(behaviors=(dataset.target,), positives=1, negatives_against="target",
                                   epoch=c.sampling)
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -76,8 +75,6 @@ class LightGCNBase(Recommender):
         out = propagate_mean(self.op, torch.cat([self.user_emb, self.item_emb]), self.config.layers)
         return out[: self.n_users], out[self.n_users:]
 
-    def invalidate_cache(self) -> None:
-        self._cache = None
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         t = batch.triples[self.behaviors[-1]]
@@ -88,9 +85,7 @@ class LightGCNBase(Recommender):
 
     @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        if self._cache is None or self.training:
-            self._cache = self.propagate()
-        u, i = self._cache
+        u, i = self.eval_cached(self.propagate)
         return u[users] @ i.T
 
 

@@ -99,7 +99,6 @@ class MBCGCN(Recommender):
         self.user_transforms = nn.Parameter(torch.empty(n_transitions, c.dim, c.dim))
         self.item_transforms = nn.Parameter(torch.empty(n_transitions, c.dim, c.dim))
         self.batch_spec = BPRSpec(behaviors=(dataset.target,), positives=1, negatives_against="target")
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.reset_parameters()
         if c.pretrain_epochs > 0:
             users, items = pretrained_lightgcn_tables(dataset, self.behaviors[0], c, device)
@@ -128,8 +127,6 @@ class MBCGCN(Recommender):
         tables = self.behavior_tables()
         return sum(u for u, _ in tables), sum(i for _, i in tables)
 
-    def invalidate_cache(self) -> None:
-        self._cache = None
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         t = batch.triples[self.behaviors[-1]]
@@ -140,7 +137,5 @@ class MBCGCN(Recommender):
 
     @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        if self._cache is None or self.training:
-            self._cache = self.propagate()
-        u, i = self._cache
+        u, i = self.eval_cached(self.propagate)
         return u[users] @ i.T

@@ -213,7 +213,6 @@ class MBGCN(Recommender):
         self.item_score_transforms = nn.Parameter(torch.empty(n_behaviors, 2 * d, 2 * d))
         self.batch_spec = BPRSpec(behaviors=(dataset.target,), positives=1, negatives_against="target",
                                   epoch="interactions")
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.reset_parameters()
         if c.pretrain_epochs > 0:
             users, items = pretrained_mf_tables(dataset, c, device)
@@ -259,8 +258,6 @@ class MBGCN(Recommender):
         items = torch.cat([i] + item_sides, dim=1)
         return users, items
 
-    def invalidate_cache(self) -> None:
-        self._cache = None
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         t = batch.triples[self.behaviors[-1]]
@@ -273,7 +270,5 @@ class MBGCN(Recommender):
 
     @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        if self._cache is None or self.training:
-            self._cache = self.tables()
-        user_table, item_table = self._cache
+        user_table, item_table = self.eval_cached(self.tables)
         return user_table[users] @ item_table.T

@@ -106,7 +106,6 @@ class PKEF(Recommender):
         self.head = PMEHead(mats, self.behaviors, c.dim, c.mult, c.positives)
         self.batch_spec = BPRSpec(behaviors=tuple(self.behaviors[k] for k in self.tasks),
                                   positives=c.positives, cap_by_degree=True, negatives_against="same")
-        self._cache: dict | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -137,8 +136,6 @@ class PKEF(Recommender):
         """(EU_k ``[M, d]``, EV_k ``[N, d]``) per behavior: the cascade outputs."""
         return [(t[: self.n_users], t[self.n_users:]) for t in self.encode()[1]]
 
-    def invalidate_cache(self) -> None:
-        self._cache = None
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         m, mult = self.n_users, self.config.mult
@@ -162,6 +159,5 @@ class PKEF(Recommender):
     @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
         target = len(self.behaviors) - 1
-        if self._cache is None or self.training:
-            self._cache = self.head.prepare(self.behavior_tables(), [target])
-        return self.head.all_scores(self._cache, target, users)
+        prepared = self.eval_cached(lambda: self.head.prepare(self.behavior_tables(), [target]))
+        return self.head.all_scores(prepared, target, users)

@@ -201,7 +201,6 @@ class MultiTaskModel(Recommender):
         self.item_emb = nn.Parameter(torch.empty(self.n_items, config.dim))
         self.batch_spec = BPRSpec(behaviors=tuple(self.behaviors), positives=config.samples_per_user,
                                   cap_by_degree=True, negatives_against="same", epoch="users")
-        self._cache: dict | None = None
 
     def make_dfme(self) -> DFME:
         c = self.config
@@ -228,8 +227,6 @@ class MultiTaskModel(Recommender):
     def encode(self) -> list[TablePair]:
         raise NotImplementedError
 
-    def invalidate_cache(self) -> None:
-        self._cache = None
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         tables = self.encode()
@@ -255,9 +252,8 @@ class MultiTaskModel(Recommender):
     @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
         target = len(self.behaviors) - 1
-        if self._cache is None or self.training:
-            self._cache = self.head.prepare(self.encode(), [target])
-        return self.head.all_scores(self._cache, target, users)
+        prepared = self.eval_cached(lambda: self.head.prepare(self.encode(), [target]))
+        return self.head.all_scores(prepared, target, users)
 
 
 @register("copf")
