@@ -160,6 +160,13 @@ def test_all_cells_run_once_and_are_then_skipped(finished, monkeypatch):
     changed = make_grid(Path(grid.output_dir).parent, set=[*TRAIN_SET, "train.lr=0.02"])
     assert {cell_status(c)[0] for c in expand_grid(changed)} == {"run"}
 
+    # command-line overrides come last; threads (like progress) do not change what a cell computes
+    threaded = expand_grid(grid, extra_set=["train.threads=1", "train.progress=true"])
+    assert threaded[0].config.train.threads == 1
+    assert [cell_status(c)[0] for c in threaded] == ["done"] * 4
+    shorter = expand_grid(grid, only=["MF"], extra_set=["train.epochs=1"])
+    assert [(c.config.train.epochs, cell_status(c)[0]) for c in shorter] == [(1, "run"), (1, "run")]
+
 
 def test_interrupted_cell_resumes_from_its_checkpoint(finished, tmp_path, monkeypatch, capsys):
     straight_grid = finished[0]
@@ -342,6 +349,10 @@ def test_cli_run_summary_and_errors(finished, tmp_path, capsys):
     results = finished[0].results_dir
     assert out[:2] == [f"[1/2] MF tiny s1: done (cached {results}/MF-tiny-s1.json)",
                        f"[2/2] MF tiny s2: done (cached {results}/MF-tiny-s2.json)"]
+    assert cli(["bench", "run", str(grid_file), "--only", "MF", "--dry-run", "--set", "train.threads=1"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("[1/2] MF tiny s1: done")
+    assert cli(["bench", "run", str(grid_file), "--dry-run", "--set", "train.nope=1"]) == 2
+    assert "unknown key" in capsys.readouterr().err
     assert cli(["bench", "summary", finished[0].results_dir]) == 0
     assert "## tiny" in capsys.readouterr().out
 

@@ -17,7 +17,8 @@ A grid file (YAML)::
 The run config of a cell is built in this order: the entry's YAML file (``{dataset}`` in its path is the
 dataset spec up to its first ``:``, so ``synthetic:tiny`` reads ``configs/copf_synthetic.yaml``; relative
 paths are relative to the working directory) or an empty config when the entry has none; the grid's
-``set``; the entry's ``set`` (the more specific override wins); and finally the cell's identity, which
+``set``; the entry's ``set`` (the more specific override wins); the command line's ``--set`` (for one
+invocation, e.g. ``train.threads=1`` when two grids share a machine); and finally the cell's identity, which
 always comes from the grid: ``model``, ``dataset``, ``train.seed``, ``output_dir``, ``results_dir`` and
 the run name ``<label>-<dataset>-s<seed>`` (``/`` and ``:`` of the spec replaced as in
 :meth:`RunConfig.run_name`). Every cell's config (model params included) is validated before any cell
@@ -30,7 +31,8 @@ Status of a cell:
 * ``resume`` — the run folder has a ``last.pt`` written under the same config: training continues from it;
 * ``run`` — anything else (a stale result or checkpoint of another config is overwritten).
 
-Configs are compared as plain data, ignoring ``train.progress`` (display only).
+Configs are compared as plain data, ignoring ``train.progress`` (display only) and ``train.threads``
+(how many CPU threads run it, not what is computed).
 """
 
 from __future__ import annotations
@@ -147,10 +149,11 @@ def dataset_slug(dataset: str) -> str:
     return dataset.replace("/", "_").replace(":", "-")
 
 
-def expand_grid(grid: GridSpec, only: list[str] | None = None) -> list[Cell]:
+def expand_grid(grid: GridSpec, only: list[str] | None = None, extra_set: list[str] | None = None) -> list[Cell]:
     """All cells, dataset by dataset (consecutive cells share the loaded dataset), then entry, then seed.
 
-    ``only`` restricts to these labels. Every non-skipped cell's config is validated (model params too).
+    ``only`` restricts to these labels; ``extra_set`` overrides every cell after the grid's and entry's
+    ``set``. Every non-skipped cell's config is validated (model params too).
     """
     unknown = [lab for lab in only or [] if lab not in grid.labels]
     if unknown:
@@ -166,13 +169,13 @@ def expand_grid(grid: GridSpec, only: list[str] | None = None) -> list[Cell]:
                 if path is not None and not path.exists():
                     cells.append(Cell(entry.label, dataset, seed, name, None, f"no config {path}"))
                     continue
-                cfg = _cell_config(grid, entry, path, dataset, seed, name)
+                cfg = _cell_config(grid, entry, path, dataset, seed, name, extra_set or [])
                 cells.append(Cell(entry.label, dataset, seed, name, cfg))
     return cells
 
 
 def _cell_config(grid: GridSpec, entry: ModelEntry, path: Path | None, dataset: str, seed: int,
-                 name: str) -> RunConfig:
+                 name: str, extra_set: list[str]) -> RunConfig:
     where = f"{entry.label} on {dataset}"
     data = read_yaml_mapping(path) if path is not None else {}
     file_model = data.get("model")
@@ -180,7 +183,7 @@ def _cell_config(grid: GridSpec, entry: ModelEntry, path: Path | None, dataset: 
         raise ConfigError(f"{where}: {path} is a config of model {file_model!r}, "
                           f"the entry says {entry.model!r}")
     try:
-        data = apply_overrides(data, [*grid.set, *entry.set])
+        data = apply_overrides(data, [*grid.set, *entry.set, *extra_set])
         data.update(model=entry.model, dataset=dataset, name=name, output_dir=grid.output_dir,
                     results_dir=str(grid.results_path))
         data.setdefault("train", {})
@@ -195,9 +198,11 @@ def _cell_config(grid: GridSpec, entry: ModelEntry, path: Path | None, dataset: 
 
 
 def comparable_config(config: dict) -> dict:
-    """A run config as plain JSON data without the display-only ``train.progress``."""
+    """A run config as plain JSON data without ``train.progress`` and ``train.threads`` (they change how
+    a run is shown and scheduled, not what it computes)."""
     data = json.loads(json.dumps(config))
-    data.get("train", {}).pop("progress", None)
+    for key in ("progress", "threads"):
+        data.get("train", {}).pop(key, None)
     return data
 
 
@@ -259,7 +264,7 @@ DatasetLoader = Callable[[RunConfig], MultiBehaviorDataset]
 
 def run_grid(grid: GridSpec, only: list[str] | None = None, dry_run: bool = False,
              grid_file: str | None = None, log: Callable[[str], None] = print,
-             load_dataset: DatasetLoader = load_run_dataset) -> GridReport:
+             load_dataset: DatasetLoader = load_run_dataset, extra_set: list[str] | None = None) -> GridReport:
     """Run the grid's cells sequentially (see the module docstring); one progress line per cell.
 
     A run cell logs a line when it starts (``run``/``resume``) and one when it ends (``finished`` with
@@ -267,7 +272,7 @@ def run_grid(grid: GridSpec, only: list[str] | None = None, dry_run: bool = Fals
     logs each cell's status and touches nothing. Datasets are loaded once per consecutive block of cells
     with the same data settings.
     """
-    cells = expand_grid(grid, only)
+    cells = expand_grid(grid, only, extra_set)
     report = GridReport()
     if not dry_run:
         write_grid_meta(grid, grid_file)
@@ -282,7 +287,8 @@ def run_grid(grid: GridSpec, only: list[str] | None = None, dry_run: bool = Fals
             continue
         cfg = cell.config
         key = json.dumps([cfg.dataset, to_dict(cfg.data)])
-        command = f"mbrec bench run {grid_file or grid.name} --only {cell.label}"
+        command = f"mbrec bench run {grid_file or grid.name} --only {cell.label}" + "".join(
+            f" --set {item}" for item in extra_set or [])
         try:
             if loaded is None or loaded[0] != key:
                 loaded = None  # release the previous dataset before loading the next

@@ -1,7 +1,8 @@
 """``mbrec bench``: run a benchmark grid, summarise its results, plot them.
 
-* ``mbrec bench run GRID.yaml [--only LABEL ...] [--dry-run]`` — run the grid's cells (finished cells
-  are never rerun, interrupted ones resume); ``--dry-run`` prints each cell's status only.
+* ``mbrec bench run GRID.yaml [--only LABEL ...] [--set KEY=VALUE ...] [--dry-run]`` — run the grid's
+  cells (finished cells are never rerun, interrupted ones resume; ``--set`` overrides every cell);
+  ``--dry-run`` prints each cell's status only.
 * ``mbrec bench summary RESULTS_DIR [--readme README.md]`` — write ``summary.md``/``summary.json``;
   with ``--readme``, replace the README's generated results table.
 * ``mbrec bench plot RESULTS_DIR`` — bar charts and training curves under ``RESULTS_DIR/plots``.
@@ -30,6 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run.add_argument("--only", action="extend", nargs="+", metavar="LABEL",
                      help="run only these model labels")
     run.add_argument("--dry-run", action="store_true", help="print each cell's status, run nothing")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                     help="override every cell, e.g. --set train.threads=1 (threads and progress do not "
+                          "change a cell's identity)")
     run.set_defaults(handler=run_command)
 
     summary = sub.add_parser("summary", help="write summary.md and summary.json of results folders")
@@ -54,7 +58,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     try:
         grid = load_grid(args.grid)
-        report = run_grid(grid, only=args.only, dry_run=args.dry_run, grid_file=args.grid)
+        report = run_grid(grid, only=args.only, dry_run=args.dry_run, grid_file=args.grid,
+                          extra_set=args.overrides)
     except ConfigError as e:
         return _config_error(e)
     return report.exit_code
