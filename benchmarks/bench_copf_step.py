@@ -37,6 +37,7 @@ from mbrec.config import load_run_config
 from mbrec.data.samplers import Batch, make_sampler
 from mbrec.eval import evaluate
 from mbrec.graph import SparseOperator
+from mbrec.graph.spmm import csr_product
 from mbrec.models import build_model
 from mbrec.models.copf import COPF, DFME, detached_behaviors
 from mbrec.train.checkpoint import atomic_write_json
@@ -72,9 +73,9 @@ def run_sparse(products: list[dict], inputs: dict[tuple[int, int], torch.Tensor]
     for p in products:
         op: SparseOperator = p["op"]
         x = inputs[(id(op), p["width"])]
-        op.matrix @ x
+        csr_product(op.matrix, x)
         if p["backward"]:
-            op.transpose @ x
+            csr_product(op.transpose, x)
 
 
 def contrast_shapes(model: COPF, batch: Batch) -> list[tuple[int, int]]:

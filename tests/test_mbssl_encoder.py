@@ -10,13 +10,11 @@ import torch.nn.functional as F
 
 from mbrec.data.dataset import binary_csr
 from mbrec.graph import SparseOperator, normalized_bipartite
-from mbrec.models.mbssl import encoder as encoder_module
 from mbrec.models.mbssl.encoder import (
     BehaviorAwareEncoder,
     cross_behavior_attention,
     embedding_dropout,
     mix_behaviors,
-    propagate,
 )
 
 M, N, K, D = 40, 30, 3, 8
@@ -135,20 +133,6 @@ def test_embedding_dropout_distribution():
     assert out.unique().tolist() == [0.0, pytest.approx(1 / 0.7)]
     assert (out == 0).float().mean().item() == pytest.approx(0.3, abs=0.005)
     assert embedding_dropout(x, 0.3, False) is x
-
-
-@pytest.mark.parametrize("min_row_nnz", [0, 10_000])              # chunked and plain paths
-def test_propagation_equals_dense_product(monkeypatch, min_row_nnz):
-    monkeypatch.setattr(encoder_module, "CPU_SPMM_MIN_ROW_NNZ", min_row_nnz)
-    mat = random_graphs(6)[0]
-    op = SparseOperator(normalized_bipartite(mat, "symmetric"), symmetric=True)
-    x = torch.randn(M + N, 70, requires_grad=True)                 # 70 columns: three chunks of <= 32
-    out = propagate(op, x)
-    dense = torch.from_numpy(op.scipy.toarray())
-    torch.testing.assert_close(out, dense @ x, rtol=1e-5, atol=1e-6)
-    weight = torch.randn_like(out)
-    (grad,) = torch.autograd.grad((out * weight).sum(), x)
-    torch.testing.assert_close(grad, dense.T @ weight, rtol=1e-5, atol=1e-6)
 
 
 def test_parameter_shapes_and_init_bounds():

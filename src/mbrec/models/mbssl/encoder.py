@@ -40,19 +40,6 @@ from mbrec.graph import SparseOperator, spmm
 
 Pooling = Literal["code", "paper"]
 LEAKY_SLOPE = 0.01
-# On CPU a product with many nonzeros per row re-reads X for every nonzero; in column chunks of 32 the
-# chunk stays cache-resident. Measured on Beibei (2 cores): view graph (162 nonzeros per row) 1.9x
-# faster forward + backward, cart (43 per row) equal, buy (19 per row) slower.
-CPU_SPMM_COLUMNS = 32
-CPU_SPMM_MIN_ROW_NNZ = 64
-
-
-def propagate(op: SparseOperator, x: torch.Tensor) -> torch.Tensor:
-    """``op @ x`` through :func:`mbrec.graph.spmm`; on CPU, dense graphs in column chunks (see above)."""
-    dense_rows = op.nnz >= CPU_SPMM_MIN_ROW_NNZ * op.shape[0]
-    if x.device.type != "cpu" or x.shape[1] <= CPU_SPMM_COLUMNS or not dense_rows:
-        return spmm(op, x)
-    return torch.cat([spmm(op, part) for part in x.split(CPU_SPMM_COLUMNS, dim=1)], dim=1)
 
 
 def embedding_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -193,18 +180,18 @@ class BehaviorAwareEncoder(nn.Module):
             return F.leaky_relu(propagated @ (behavior_vectors.unsqueeze(-1) * weights[layer]), LEAKY_SLOPE)
 
         # layer 0 of a non-target behavior: same input (ego) in every pass -> computed once
-        first_layer = [transform(propagate(graphs[k], ego), relation[0, k], 0)
+        first_layer = [transform(spmm(graphs[k], ego), relation[0, k], 0)
                        for k in range(target if self._terms() > 1 else 0)]
         passes = []
         for target_graphs in [[graphs[target]] * self.layers, *target_views]:
             total, hidden = ego, None
             for layer in range(self._terms() - 1):    # H^(L) is never pooled by ``paper``: not computed
                 if hidden is None:
-                    own = transform(propagate(target_graphs[0], ego), relation[0, target], 0)
+                    own = transform(spmm(target_graphs[0], ego), relation[0, target], 0)
                     z = torch.stack([*first_layer, own])                                         # [K, n, d]
                 else:
                     ops = [*graphs[:target], target_graphs[layer]]
-                    propagated = torch.stack([propagate(op, x) for op, x in zip(ops, hidden, strict=True)])
+                    propagated = torch.stack([spmm(op, x) for op, x in zip(ops, hidden, strict=True)])
                     z = transform(propagated, relation[layer], layer)
                 if self.cdm:
                     z = cross_behavior_attention(z, self.attention_proj, self.attention_score)
