@@ -20,6 +20,13 @@ every layer's attention in the same order (pass 0, view 1, view 2; layers 0..L-1
 and the same views the masks are identical. Compared: every loss, their sum, the gradients of the sum.
 Peak RSS (``ru_maxrss``, a process-wide maximum) is read after each part; the reference runs last.
 
+Floor: the step's sparse products alone, as the encoder issues them (pass 0: every behavior graph at
+every layer; each view pass: its target graph at layer 0, then every behavior graph with the view's
+target graph at layers 1..L-1), forward and backward (``csr_product`` with the operator and its
+transpose, random ``[n, d]`` inputs), medians over ``--steps`` repeats. ``step / floor`` says how much of
+the summed step is outside the graph products; ``floor x 84`` bounds the epoch time from below on this
+machine whatever else is made faster.
+
     python benchmarks/bench_mbssl_step.py --threads 1
 """
 
@@ -36,10 +43,21 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from benchlib import REPO, clock, command_record, load_average, load_or_skip, machine_record, median_times
+from benchlib import (
+    REPO,
+    clock,
+    command_record,
+    load_average,
+    load_or_skip,
+    machine_record,
+    median_times,
+    since,
+)
 
 from mbrec.config import load_run_config
 from mbrec.data.samplers import Batch, make_sampler
+from mbrec.graph import SparseOperator
+from mbrec.graph.spmm import csr_product
 from mbrec.losses.nonsampling import nonsampling_loss
 from mbrec.models import build_model
 from mbrec.models.mbssl import MBSSL, FalseNegatives, draw_target_view
@@ -142,6 +160,29 @@ def reference_losses(model: MBSSL, graphs: list[torch.Tensor], views: list[list[
 
 
 # ------------------------------------------------------------------------------------------- timing
+def encoder_products(model: MBSSL, view_ops: list[list[SparseOperator]]) -> list[SparseOperator]:
+    """The sparse products of one encoder call with two views, in the encoder's order (module docstring)."""
+    t, layers = model.target_index, model.config.layers
+    products = [op for _ in range(layers) for op in model.graphs]                 # pass 0
+    for view in view_ops:
+        products += [view[0]] + [op for layer in range(1, layers) for op in [*model.graphs[:t], view[layer]]]
+    return products
+
+
+def time_sparse_floor(products: list[SparseOperator], dim: int, repeats: int) -> dict:
+    """Medians (wall, CPU) of all products' forward + backward, and their count."""
+    x = torch.randn(products[0].shape[1], dim)
+    samples = []
+    for i in range(repeats + 1):
+        start = clock()
+        for op in products:
+            csr_product(op.matrix, x)
+            csr_product(op.transpose, x)
+        if i:                                                                      # the first is a warm-up
+            samples.append(since(start))
+    return {"products": len(products), "medians": median_times(samples), "samples": [list(v) for v in samples]}
+
+
 def time_steps(label: str, n_warmup: int, n_steps: int, batches, optimizer: torch.optim.Optimizer,
                forward: Callable[[Batch], dict[str, torch.Tensor]],
                backward: Callable[[dict[str, torch.Tensor]], None]) -> dict:
@@ -230,6 +271,10 @@ def main(argv: list[str] | None = None) -> dict:
     ours = {mode: time_steps(f"ours ({mode})", args.warmup, args.steps, batches, optimizer, model.losses, fn)
             for mode, fn in backward.items()}
 
+    floor = time_sparse_floor(encoder_products(model, view_ops), c.dim, args.steps)
+    print(f"sparse floor: {floor['products']} products forward + backward "
+          f"{floor['medians']['wall_s']:.2f} s (cpu {floor['medians']['cpu_s']:.2f})", flush=True)
+
     graphs = [csr(op.scipy) for op in model.graphs]
     views = [[csr(op.scipy) for op in view] for view in view_ops]          # per view: one graph per layer
     check_batch = next(batches)
@@ -245,7 +290,9 @@ def main(argv: list[str] | None = None) -> dict:
     step = {name: r["medians"]["step"] for name, r in {**ours, "reference": reference}.items()}
     ratio = {name: {unit: step["reference"][unit] / step[name][unit] for unit in ("wall_s", "cpu_s")}
              for name in ("sum", "hmg")}
-    epoch = {name: step[name]["wall_s"] * STEPS_PER_EPOCH for name in ("sum", "hmg", "reference")}
+    step["sparse_floor"] = floor["medians"]
+    epoch = {name: step[name]["wall_s"] * STEPS_PER_EPOCH for name in ("sum", "hmg", "reference", "sparse_floor")}
+    over_floor = {name: step[name]["wall_s"] / step["sparse_floor"]["wall_s"] for name in ("sum", "hmg")}
     for name, r in {"ours (sum)": ours["sum"], "ours (hmg)": ours["hmg"], "reference (sum)": reference}.items():
         med = r["medians"]
         print(f"{name:>16}: {med['step']['wall_s']:.2f} s/step (cpu {med['step']['cpu_s']:.2f}; forward "
@@ -255,6 +302,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"backward; {ratio['hmg']['wall_s']:.1f}x (cpu {ratio['hmg']['cpu_s']:.1f}x) against ours with HMG")
     print(f"epoch ({STEPS_PER_EPOCH} steps): ours {epoch['sum'] / 60:.1f} min (sum), {epoch['hmg'] / 60:.1f} min "
           f"(HMG), reference {epoch['reference'] / 60:.1f} min; goal {GOAL_EPOCH_S / 60:.0f} min/epoch")
+    print(f"sparse products alone: {epoch['sparse_floor'] / 60:.1f} min/epoch; step / floor = "
+          f"{over_floor['sum']:.2f} (sum), {over_floor['hmg']:.2f} (HMG)")
 
     record = {
         "benchmark": "MBSSL training step: ours vs straight port (Beibei)",
@@ -264,7 +313,8 @@ def main(argv: list[str] | None = None) -> dict:
         "warmup": args.warmup, "steps": args.steps, "ref_steps": args.ref_steps,
         "check_batch_target_pairs": anchors, "check": check,
         "ours_sum": ours["sum"], "ours_hmg": ours["hmg"], "reference": reference,
-        "step_s": step, "ratio_reference_over_ours": ratio,
+        "sparse_floor": floor, "step_s": step, "ratio_reference_over_ours": ratio,
+        "ratio_step_over_sparse_floor": over_floor,
         "peak_rss_note": "ru_maxrss is a process-wide maximum; the reference ran last",
         "steps_per_epoch": STEPS_PER_EPOCH, "epoch_estimate_s": epoch, "goal_epoch_s": GOAL_EPOCH_S,
     }

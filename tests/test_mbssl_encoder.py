@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -89,7 +91,7 @@ def test_encoder_matches_dense_reference_with_views(pool, cdm):
     enc = BehaviorAwareEncoder(M, N, K, dim=D, layers=3, attention_dim=4, dropout=0.3, pool=pool, cdm=cdm)
     enc.eval()
     out = enc(graphs, [view])
-    assert out.nodes.shape == (2, M + N, K, D) and out.behaviors.shape == (K, D)
+    assert [t.shape for t in out.nodes] == [(M + N, K, D)] * 2 and out.behaviors.shape == (K, D)
     dense = [torch.from_numpy(g.scipy.toarray()) for g in graphs]
     terms = 4 if pool == "code" else 3
     main, h = reference_encode(enc, [dense] * 3, terms)
@@ -98,7 +100,33 @@ def test_encoder_matches_dense_reference_with_views(pool, cdm):
     per_layer = [[*dense[:2], torch.from_numpy(v.scipy.toarray())] for v in view]
     viewed, _ = reference_encode(enc, per_layer, terms)
     torch.testing.assert_close(out.nodes[1], viewed, rtol=1e-5, atol=1e-6)
-    assert out.nodes[0, :, 0].is_contiguous()
+    assert out.nodes[0][:, 0].is_contiguous()
+
+
+def test_a_loss_on_one_pass_back_propagates_through_that_pass_only(monkeypatch):
+    """HMG takes one backward per task: a task on pass 0 must not run the view passes' backward products."""
+    spmm_module = importlib.import_module("mbrec.graph.spmm")
+    torch.manual_seed(0)
+    graphs = operators(random_graphs(7))
+    view = operators([random_graphs(8 + layer)[2] for layer in range(2)])
+    enc = BehaviorAwareEncoder(M, N, K, dim=D, layers=2, attention_dim=4).train()
+    out = enc(graphs, [view])
+    used: list[int] = []
+    original = spmm_module.csr_product
+
+    def recording(matrix, x):
+        used.append(id(matrix))
+        return original(matrix, x)
+
+    monkeypatch.setattr(spmm_module, "csr_product", recording)
+    view_ids = {id(op.transpose) for op in view}
+    main_ids = {id(graphs[-1].transpose)}
+    (grad_main,) = torch.autograd.grad(out.nodes[0].square().sum(), enc.user_emb, retain_graph=True)
+    assert used and main_ids <= set(used) and not view_ids & set(used)
+    used.clear()
+    torch.autograd.grad(out.nodes[1].square().sum(), enc.user_emb)
+    assert view_ids <= set(used) and not main_ids & set(used)
+    assert grad_main.abs().sum() > 0
 
 
 def test_without_cdm_each_slice_depends_only_on_its_graph():
@@ -121,9 +149,9 @@ def test_dropout_only_in_training():
     graphs = operators(random_graphs(5))
     enc = BehaviorAwareEncoder(M, N, K, dim=D, layers=2, attention_dim=4, dropout=0.3)
     enc.eval()
-    torch.testing.assert_close(enc(graphs).nodes, enc(graphs).nodes)
+    torch.testing.assert_close(enc(graphs).nodes[0], enc(graphs).nodes[0])
     enc.train()
-    assert not torch.allclose(enc(graphs).nodes, enc(graphs).nodes)
+    assert not torch.allclose(enc(graphs).nodes[0], enc(graphs).nodes[0])
 
 
 def test_embedding_dropout_distribution():

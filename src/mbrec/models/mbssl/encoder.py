@@ -107,9 +107,10 @@ def cross_behavior_attention(z: torch.Tensor, proj: torch.Tensor, score: torch.T
 
 @dataclass
 class EncoderOutput:
-    """``nodes[p]``: pooled ``[M+N, K, d]`` table of pass p; ``behaviors``: ``h`` ``[K, d]``."""
+    """``nodes[p]``: pooled ``[M+N, K, d]`` table of pass p (one tensor per pass, see
+    :meth:`BehaviorAwareEncoder.forward`); ``behaviors``: ``h`` ``[K, d]``."""
 
-    nodes: torch.Tensor
+    nodes: tuple[torch.Tensor, ...]
     behaviors: torch.Tensor
 
 
@@ -163,8 +164,11 @@ class BehaviorAwareEncoder(nn.Module):
             target_views: per extra pass, L operators replacing ``Â_K`` at layers ``0..L-1``.
 
         Returns:
-            ``nodes`` ``[P, n, K, d]`` (``P = 1 + len(target_views)``; a view of a ``[P, K, n, d]``
-            tensor, so ``nodes[p, :, k]`` is contiguous) and ``behaviors`` ``h`` ``[K, d]``.
+            ``nodes``: ``P = 1 + len(target_views)`` tensors ``[n, K, d]`` (views of ``[K, n, d]`` tensors, so
+            ``nodes[p][:, k]`` is contiguous) and ``behaviors`` ``h`` ``[K, d]``. The passes are separate
+            tensors, not one stacked ``[P, ...]`` tensor: a loss on one pass then back-propagates through
+            that pass only (with a stack, autograd sends zero gradients through every other pass, which
+            made each of HMG's per-task backwards cost a full three-pass backward).
         """
         if len(graphs) != self.n_behaviors:
             raise ValueError(f"expected {self.n_behaviors} graphs, got {len(graphs)}")
@@ -197,7 +201,7 @@ class BehaviorAwareEncoder(nn.Module):
                     z = cross_behavior_attention(z, self.attention_proj, self.attention_score)
                 hidden = embedding_dropout(z, self.dropout, self.training)
                 total = total + hidden
-            passes.append(total.expand(self.n_behaviors, -1, -1) / self._terms())
-        nodes = torch.stack(passes).permute(0, 2, 1, 3)                              # [P, n, K, d]
+            pooled = total.expand(self.n_behaviors, -1, -1) / self._terms()             # [K, n, d]
+            passes.append(pooled.permute(1, 0, 2))                                      # [n, K, d]
         behaviors = relation[: self._terms()].mean(0)
-        return EncoderOutput(nodes=nodes, behaviors=behaviors)
+        return EncoderOutput(nodes=tuple(passes), behaviors=behaviors)
