@@ -67,11 +67,15 @@ def test_fn_modes_differ_by_the_false_negative_count():
     assert (counts > 0).any() and not torch.allclose(zero, none)
 
 
-def test_unique_anchor_sum_equals_repeated_anchor_sum():
+@pytest.mark.parametrize("tau", [0.4, 0.01])       # constant shift 1/τ, and the row-maximum shift (2/τ >= 80)
+def test_unique_anchor_sum_equals_repeated_anchor_sum(tau):
+    """The fused, unique-anchor node_contrast equals one plain autograd term per occurrence (values and
+    gradients), for every false-negative mode, with an all-zero PAD candidate row."""
     torch.manual_seed(1)
-    n, d, tau = 25, 5, 0.4
+    n, d = 25, 5
     anchor_table = torch.randn(n, d, dtype=torch.float64, requires_grad=True)
-    candidate_table = torch.randn(n + 1, d, dtype=torch.float64, requires_grad=True)
+    candidate_table = torch.cat([torch.randn(n, d, dtype=torch.float64), torch.zeros(1, d, dtype=torch.float64)])
+    candidate_table.requires_grad_()
     fn = toy_false_negatives(n, 2)
     occurrences = np.random.default_rng(3).integers(0, n, size=60)            # repeated anchors
     for mode in ("zero_logit", "remove", "none"):
@@ -139,3 +143,11 @@ def test_views_per_layer():
         assert mat.shape == (70, 70)
     with pytest.raises(ValueError, match="augmentation"):
         draw_target_view(graph, "bogus", 0.5, 3, "cpu")
+
+
+def test_weighted_infonce_rejects_other_false_negative_fills():
+    from mbrec.losses.infonce import weighted_infonce
+
+    with pytest.raises(ValueError, match="fn_fill must be 0.0 or -inf"):
+        weighted_infonce(torch.randn(2, 3), torch.randn(4, 3), torch.tensor([0, 1]), torch.ones(2), 1.0,
+                         torch.tensor([0]), torch.tensor([2]), fn_fill=1.0)

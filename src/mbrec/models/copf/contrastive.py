@@ -15,8 +15,8 @@ sum over the batch rows divided by the number of users M on both sides. ``mode``
 
 Computation: repeated anchors are scored once and weighted by their multiplicity (same value). The
 ``[A, R]`` logits come from one matmul of L2-normalised rows (ε = 1e-12) with 1/τ folded into the anchors,
-and :class:`_WeightedInfoNCE` keeps only ``exp(logits − c)`` for the backward pass (softmax = that / row
-sum), so each ``[A, R]`` matrix is touched a minimal number of times.
+and :func:`mbrec.losses.infonce.weighted_infonce` keeps only ``exp(logits − c)`` for the backward pass
+(softmax = that / row sum), so each ``[A, R]`` matrix is touched a minimal number of times.
 """
 
 from __future__ import annotations
@@ -26,43 +26,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
+
+from mbrec.losses.infonce import weighted_infonce
 
 ContrastMode = Literal["both_side", "user_side", "item_side"]
 TablePair = tuple[torch.Tensor, torch.Tensor]
-SAFE_EXPONENT = 80.0  # exp(-80) is still a normal float32 (> 1.2e-38)
-
-
-class _WeightedInfoNCE(torch.autograd.Function):
-    r""":math:`\sum_n w_n [\log\sum_m e^{\langle a_n, o_m\rangle} - \langle a_n, o_{t_n}\rangle]`.
-
-    ``anchors [A, d]``, ``table [R, d]``, ``targets [A]`` (row of each anchor's positive), ``weights [A]``;
-    ``bound`` ≥ every ``|⟨a_n, o_m⟩|``. With ``2·bound < 80`` the shift is the constant ``bound`` (no
-    under/overflow is possible), otherwise the row maximum. Backward:
-    :math:`G = \mathrm{softmax} \cdot w - w\,\mathbb 1_{t}`, ``grad_a = G o``, ``grad_o = Gᵀ a``.
-    """
-
-    @staticmethod
-    def forward(ctx, anchors, table, targets, weights, bound: float):
-        exp_logits = anchors @ table.T                                      # [A, R]
-        if 2 * bound < SAFE_EXPONENT:
-            shift = torch.full((anchors.shape[0], 1), bound, dtype=anchors.dtype, device=anchors.device)
-        else:
-            shift = exp_logits.amax(dim=1, keepdim=True)
-        exp_logits.sub_(shift).exp_()
-        row_sums = exp_logits.sum(dim=1)
-        positive = (anchors * table[targets]).sum(-1)
-        ctx.save_for_backward(anchors, table, targets, weights, exp_logits, row_sums)
-        return ((row_sums.log() + shift.squeeze(1) - positive) * weights).sum()
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        anchors, table, targets, weights, exp_logits, row_sums = ctx.saved_tensors
-        scaled = weights * grad
-        coef = exp_logits * (scaled / row_sums).unsqueeze(1)                # softmax · w · grad
-        coef[torch.arange(len(targets), device=coef.device), targets] -= scaled
-        return coef @ table, coef.T @ anchors, None, None, None
 
 
 def infonce_sum(anchor_table: torch.Tensor, other_table: torch.Tensor, anchors: torch.Tensor,
@@ -76,7 +44,7 @@ def infonce_sum(anchor_table: torch.Tensor, other_table: torch.Tensor, anchors: 
     ids, counts = torch.unique(anchors, return_counts=True)
     scaled = F.normalize(anchor_table[ids], dim=-1, eps=1e-12) / tau           # [A, d]
     other = F.normalize(other_table, dim=-1, eps=1e-12)                      # [R, d]
-    return _WeightedInfoNCE.apply(scaled, other, ids, counts.to(scaled.dtype), 1.0 / tau)
+    return weighted_infonce(scaled, other, ids, counts, 1.0 / tau)
 
 
 def behavior_contrast(target: TablePair, auxiliary: TablePair, users: torch.Tensor, items: torch.Tensor,

@@ -13,6 +13,8 @@ adds :math:`e^0 = 1`); ``remove`` (paper) leaves F out of the sum; ``none`` igno
 The batch anchors are the batch's target pairs (u, i): a user counts once per purchase, an item once
 per buyer. Rows of one node are identical, so each loss is computed once per **unique** node and
 multiplied by its multiplicity (exact): :math:`\sum_{a} m_a\, \ell_a`. Losses are sums, not means.
+:func:`node_contrast` computes that sum with the fused :func:`mbrec.losses.infonce.weighted_infonce`;
+:func:`info_nce_terms` is the plain per-anchor form (autograd ``logsumexp``), kept as its reference.
 
 * inter-behavior (Eq. 7), aux behavior k: anchor :math:`E[v, K]`, candidates :math:`E[:, k]`,
   positive :math:`E[v, k]`, F = swing false negatives of v (users and items separately).
@@ -35,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from mbrec.graph import SparseOperator
+from mbrec.losses.infonce import weighted_infonce
 from mbrec.models.mbssl.swing import FalseNegatives
 
 FalseNegativeMode = Literal["zero_logit", "remove", "none"]
@@ -97,9 +100,14 @@ def node_contrast(anchor_table: torch.Tensor, candidate_table: torch.Tensor, anc
     ``anchor_table`` ``[C, d]`` (only the anchor rows are read), ``candidate_table`` ``[C', d]`` with
     ``C' >= C`` (e.g. items plus a zero PAD row). Returns a scalar.
     """
-    terms = info_nce_terms(anchor_table[anchors.nodes], candidate_table, anchors.nodes, tau,
-                           anchors.fn_rows, anchors.fn_cols, fn_mode)
-    return (anchors.multiplicity * terms).sum()
+    if fn_mode not in ("zero_logit", "remove", "none"):
+        raise ValueError(f"unknown false-negative mode {fn_mode!r} (zero_logit, remove, none)")
+    scaled = F.normalize(anchor_table[anchors.nodes], dim=-1) / tau                      # [A, d]
+    unit = F.normalize(candidate_table, dim=-1)                                            # [C', d]
+    masked = fn_mode != "none"
+    return weighted_infonce(scaled, unit, anchors.nodes, anchors.multiplicity, 1.0 / tau,
+                            anchors.fn_rows if masked else None, anchors.fn_cols if masked else None,
+                            0.0 if fn_mode == "zero_logit" else float("-inf"))
 
 
 # ------------------------------------------------------------------------------------------ augmentation
