@@ -324,3 +324,35 @@ def test_optimizer_choice_builds_the_named_optimizer():
     p[0].grad = torch.ones(3)
     ada.step()
     assert torch.allclose(p[0].detach(), torch.full((3,), 1 - 0.05), atol=1e-6)
+
+
+def test_monitor_evaluations_change_nothing_but_the_log(tmp_path):
+    """monitor_every adds evaluations between scheduled ones; they are logged and kept apart, and the
+    trained weights, history and selection equal those of the same run without them (MBSSL: dropout
+    draws from torch's RNG, so an evaluation that touched the RNG would change the weights)."""
+    import json
+
+    ds = make_dataset(with_valid=True)
+    params = {"dim": 8, "layers": 2, "attention_dim": 4, "swing_cache": False, "fn_users": 2, "fn_items": 2}
+    runs = {}
+    for monitor_every in (0, 1):
+        torch.manual_seed(0)
+        model = build_model("mbssl", ds, params)
+        cfg = TrainConfig(epochs=4, batch_size=16, lr=0.01, eval_every=3, protocol="validation", ks=[10],
+                          seed=3, progress=False, monitor_every=monitor_every)
+        run_dir = tmp_path / f"m{monitor_every}"
+        runs[monitor_every] = (model, Trainer(model, ds, cfg, run_dir, log=quiet).fit(), run_dir)
+    (plain, fit_plain, _), (watched, fit_watched, run_dir) = runs[0], runs[1]
+    for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert without_seconds(fit_plain.history) == without_seconds(fit_watched.history)
+    assert [h["epoch"] for h in fit_watched.history] == [3, 4] and fit_plain.monitor == []
+    assert [m["epoch"] for m in fit_watched.monitor] == [1, 2]
+    assert all(m["monitor"] and "test" in m and "valid" in m for m in fit_watched.monitor)
+    assert fit_plain.selected["epoch"] == fit_watched.selected["epoch"]
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(e["epoch"], e.get("monitor", False)) for e in logged] == [(1, True), (2, True), (3, False),
+                                                                        (4, False)]
+    assert load_checkpoint(run_dir / "last.pt")["monitor"] == fit_watched.monitor
+    with pytest.raises(ConfigError, match="monitor_every"):
+        TrainConfig(monitor_every=-1).validate()

@@ -184,6 +184,10 @@ class TrainConfig:
     * ``protocol``: ``paper`` selects the best **test** evaluation (what the papers report);
       ``validation`` selects on the validation split and reports the test metrics of that evaluation.
     * ``patience``: early stopping after this many evaluations without improvement (None = off).
+    * ``monitor_every``: also evaluate after every ``monitor_every``-th epoch that the schedule skips
+      (0 = off). These *monitor* evaluations show the learning curve of long runs (e.g. COPF's schedule
+      evaluates only from epoch 93 on); they never take part in model selection or early stopping, so
+      the protocols' numbers are the same with or without them.
     """
 
     epochs: int = 100
@@ -201,6 +205,7 @@ class TrainConfig:
     protocol: Literal["paper", "validation"] = "validation"
     select_metric: str = "HR@10"
     patience: int | None = None
+    monitor_every: int = 0
     ks: list[int] = field(default_factory=lambda: [10, 50])
     eval_batch_size: int = 2048
     seed: int = 42
@@ -218,6 +223,8 @@ class TrainConfig:
             raise ConfigError("train.lr must be > 0")
         if self.eval_every < 1:
             raise ConfigError("train.eval_every must be >= 1")
+        if self.monitor_every < 0:
+            raise ConfigError("train.monitor_every must be >= 0 (0 = off)")
         if not self.ks or min(self.ks) < 1:
             raise ConfigError("train.ks must be a non-empty list of positive integers")
         name, _, k = self.select_metric.partition("@")

@@ -31,8 +31,9 @@ Status of a cell:
 * ``resume`` — the run folder has a ``last.pt`` written under the same config: training continues from it;
 * ``run`` — anything else (a stale result or checkpoint of another config is overwritten).
 
-Configs are compared as plain data, ignoring ``train.progress`` (display only) and ``train.threads``
-(how many CPU threads run it, not what is computed).
+Configs are compared as plain data, ignoring ``train.progress`` (display only), ``train.threads``
+(how many CPU threads run it) and ``train.monitor_every`` (extra evaluations outside model selection):
+none of them changes what a cell computes.
 """
 
 from __future__ import annotations
@@ -198,10 +199,10 @@ def _cell_config(grid: GridSpec, entry: ModelEntry, path: Path | None, dataset: 
 
 
 def comparable_config(config: dict) -> dict:
-    """A run config as plain JSON data without ``train.progress`` and ``train.threads`` (they change how
-    a run is shown and scheduled, not what it computes)."""
+    """A run config as plain JSON data without ``train.progress``, ``train.threads`` and
+    ``train.monitor_every`` (they change how a run is shown, scheduled and watched, not what it computes)."""
     data = json.loads(json.dumps(config))
-    for key in ("progress", "threads"):
+    for key in ("progress", "threads", "monitor_every"):
         data.get("train", {}).pop(key, None)
     return data
 

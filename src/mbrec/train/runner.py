@@ -91,6 +91,7 @@ def make_record(cfg: RunConfig, dataset: MultiBehaviorDataset, fit: FitResult, d
         "valid_metrics": selected.get("valid"),
         "last_metrics": fit.history[-1]["test"] if fit.history else {},
         "history": fit.history,
+        "monitor": fit.monitor,
         "stopped_early": fit.stopped_early,
         "dataset_fingerprint": dataset.fingerprint(),
         "mbrec_version": mbrec.__version__,

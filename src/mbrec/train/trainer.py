@@ -38,9 +38,12 @@ class FitResult:
 
     ``history``: one entry per evaluation: ``{"epoch": completed epochs, "test": {...}, "valid": {...},
     "loss": {...}, "seconds": training seconds so far}``. ``selected``: the entry chosen by the protocol.
+    ``monitor``: the ``train.monitor_every`` evaluations (same fields plus ``"monitor": true``), kept apart
+    from ``history`` so that selection and early stopping never see them.
     """
 
     history: list[dict] = field(default_factory=list)
+    monitor: list[dict] = field(default_factory=list)
     selected: dict | None = None
     epochs_run: int = 0
     wall_seconds: float = 0.0
@@ -91,7 +94,7 @@ class Trainer:
             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "python_rng": random.getstate(),
-            "history": result.history, "selected": result.selected,
+            "history": result.history, "selected": result.selected, "monitor": result.monitor,
             "best_value": best_value, "bad_evals": bad_evals, "stopped_early": result.stopped_early,
             "fingerprint": self.dataset.fingerprint(), **self.extra_state,
         }
@@ -136,6 +139,7 @@ class Trainer:
             state = self._restore(rng)
             start_epoch, step, seconds = state["epoch"], state["step"], state["seconds"]
             result.history, result.selected = state["history"], state["selected"]
+            result.monitor = state.get("monitor", [])
             best_value, bad_evals = state["best_value"], state["bad_evals"]
             result.stopped_early = state.get("stopped_early", False)
             self.log(f"resumed from {self.last_path} at epoch {start_epoch}")
@@ -190,10 +194,15 @@ class Trainer:
                 if cfg.patience is not None and bad_evals >= cfg.patience:
                     result.stopped_early = True
                     self.log(f"early stop after epoch {epoch + 1}: {bad_evals} evaluations without gain")
+            elif cfg.monitor_every and (epoch + 1) % cfg.monitor_every == 0:
+                entry = {"epoch": epoch + 1, **self.evaluate_now(), "loss": mean_losses,
+                         "seconds": round(seconds, 3), "monitor": True}
+                result.monitor.append(entry)
+                self._log_eval(entry)
             save_checkpoint(self.last_path, self._state(epoch + 1, step, rng, result, best_value,
                                                         bad_evals, seconds))
-            if result.history:
-                self._write_metrics_log(result.history)
+            if result.history or result.monitor:
+                self._write_metrics_log(sorted(result.history + result.monitor, key=lambda h: h["epoch"]))
         result.epochs_run = result.history[-1]["epoch"] if result.history else epoch + 1
         result.wall_seconds = seconds
         if writer is not None:
@@ -207,7 +216,8 @@ class Trainer:
             if split in entry:
                 parts.append(split + " " + " ".join(f"{k}={entry[split][k]:.4f}" for k in keys))
         loss = sum(entry["loss"].values())
-        self.log(f"epoch {entry['epoch']}: loss={loss:.4f} {' | '.join(parts)} ({entry['seconds']:.0f}s)")
+        kind = " (monitor)" if entry.get("monitor") else ""
+        self.log(f"epoch {entry['epoch']}{kind}: loss={loss:.4f} {' | '.join(parts)} ({entry['seconds']:.0f}s)")
 
 
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
