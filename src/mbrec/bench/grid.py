@@ -5,6 +5,7 @@ A grid file (YAML)::
     name: taobao                          # results go to benchmarks/results/<name> unless results_dir is set
     output_dir: runs/bench                # run folders (checkpoints) of the cells
     results_dir: benchmarks/results/taobao
+    parked_dir: benchmarks/parked/taobao  # parked checkpoints (mbrec.bench.parking); this is the default
     datasets: [taobao]                    # dataset specs (mbrec.data.registry.load_dataset)
     seeds: [1, 2, 3]
     set: [train.epochs=5]                 # overrides for every cell
@@ -28,7 +29,11 @@ Status of a cell:
 
 * ``skipped`` — its config file does not exist (e.g. a model with no Beibei config); not an error;
 * ``done`` — ``<results_dir>/<run name>.json`` exists and holds the same config: never run twice;
-* ``resume`` — the run folder has a ``last.pt`` written under the same config: training continues from it;
+* ``resume`` — the run folder has a ``last.pt`` written under the same config, or a parked checkpoint of
+  the same config and a later epoch exists (:mod:`mbrec.bench.parking`; it is restored first): training
+  continues from it;
+* ``busy`` — another process is running this cell now (it holds the lock file ``<run folder>/.lock``);
+  skipped, so two ``bench run`` processes can share a grid (e.g. one per seed with ``--seeds``);
 * ``run`` — anything else (a stale result or checkpoint of another config is overwritten).
 
 Configs are compared as plain data, ignoring ``train.progress`` (display only), ``train.threads``
@@ -38,12 +43,16 @@ none of them changes what a cell computes.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mbrec.bench import parking
 from mbrec.config import ConfigError, RunConfig, apply_overrides, from_dict, read_yaml_mapping, to_dict
 from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.models.base import model_class
@@ -76,6 +85,7 @@ class GridSpec:
     models: list[ModelEntry] = field(default_factory=list)
     output_dir: str = "runs"
     results_dir: str | None = None
+    parked_dir: str | None = None
     set: list[str] = field(default_factory=list)
     baseline_labels: list[str] = field(default_factory=list)
     proposed_labels: list[str] = field(default_factory=list)
@@ -83,6 +93,10 @@ class GridSpec:
     @property
     def results_path(self) -> Path:
         return Path(self.results_dir or f"benchmarks/results/{self.name}")
+
+    @property
+    def parked_path(self) -> Path:
+        return Path(self.parked_dir or f"benchmarks/parked/{self.name}")
 
     @property
     def labels(self) -> list[str]:
@@ -136,6 +150,7 @@ class Cell:
     name: str
     config: RunConfig | None
     skip_reason: str | None = None
+    parked: Path | None = None  # where this cell's checkpoint is parked (mbrec.bench.parking)
 
     def describe(self) -> str:
         return f"{self.label} {self.dataset} s{self.seed}"
@@ -150,15 +165,19 @@ def dataset_slug(dataset: str) -> str:
     return dataset.replace("/", "_").replace(":", "-")
 
 
-def expand_grid(grid: GridSpec, only: list[str] | None = None, extra_set: list[str] | None = None) -> list[Cell]:
+def expand_grid(grid: GridSpec, only: list[str] | None = None, extra_set: list[str] | None = None,
+                seeds: list[int] | None = None) -> list[Cell]:
     """All cells, dataset by dataset (consecutive cells share the loaded dataset), then entry, then seed.
 
-    ``only`` restricts to these labels; ``extra_set`` overrides every cell after the grid's and entry's
-    ``set``. Every non-skipped cell's config is validated (model params too).
+    ``only`` restricts to these labels and ``seeds`` to these seeds; ``extra_set`` overrides every cell
+    after the grid's and entry's ``set``. Every non-skipped cell's config is validated (model params too).
     """
     unknown = [lab for lab in only or [] if lab not in grid.labels]
     if unknown:
         raise ConfigError(f"--only: unknown label {unknown[0]!r} (grid labels: {', '.join(grid.labels)})")
+    foreign = [s for s in seeds or [] if s not in grid.seeds]
+    if foreign:
+        raise ConfigError(f"--seeds: {foreign[0]} is not a seed of the grid ({', '.join(map(str, grid.seeds))})")
     cells = []
     for dataset in grid.datasets:
         for entry in grid.models:
@@ -166,12 +185,14 @@ def expand_grid(grid: GridSpec, only: list[str] | None = None, extra_set: list[s
                 continue
             path = Path(entry.config.replace("{dataset}", dataset.split(":", 1)[0])) if entry.config else None
             for seed in grid.seeds:
+                if seeds and seed not in seeds:
+                    continue
                 name = cell_name(entry.label, dataset, seed)
                 if path is not None and not path.exists():
                     cells.append(Cell(entry.label, dataset, seed, name, None, f"no config {path}"))
                     continue
                 cfg = _cell_config(grid, entry, path, dataset, seed, name, extra_set or [])
-                cells.append(Cell(entry.label, dataset, seed, name, cfg))
+                cells.append(Cell(entry.label, dataset, seed, name, cfg, parked=grid.parked_path / name))
     return cells
 
 
@@ -207,8 +228,9 @@ def comparable_config(config: dict) -> dict:
     return data
 
 
-def cell_status(cell: Cell) -> tuple[str, str]:
-    """``(status, detail)`` with status ``skipped``, ``done``, ``resume`` or ``run`` (module docstring)."""
+def cell_status(cell: Cell, check_lock: bool = True) -> tuple[str, str]:
+    """``(status, detail)`` with status ``skipped``, ``done``, ``busy``, ``resume`` or ``run`` (module
+    docstring); ``check_lock=False`` when the caller holds the cell's lock itself."""
     if cell.config is None:
         return "skipped", cell.skip_reason or ""
     wanted = comparable_config(to_dict(cell.config))
@@ -220,13 +242,69 @@ def cell_status(cell: Cell) -> tuple[str, str]:
         if comparable_config(record.get("config", {})) == wanted:
             return "done", f"cached {result}"
         stale = "a result of another config is replaced"
-    last = run_dir_of(cell.config) / "last.pt"
-    if last.exists():
-        state = load_checkpoint(last)
-        if comparable_config(state.get("run_config", {})) == wanted:
-            return "resume", f"from epoch {state.get('epoch')}"
+    if check_lock and cell_lock_holder(cell) is not None:
+        return "busy", "another process runs it"
+    local = _matching_epoch(run_dir_of(cell.config) / "last.pt", wanted)
+    parked = _matching_epoch(cell.parked / "last.pt", wanted) if cell.parked is not None else None
+    if parked is not None and (local is None or parked > local):
+        return "resume", f"from parked epoch {parked}"
+    if local is not None:
+        return "resume", f"from epoch {local}"
+    if (run_dir_of(cell.config) / "last.pt").exists():
         stale = stale or "a checkpoint of another config is replaced"
     return "run", stale
+
+
+def _matching_epoch(last: Path, wanted: dict) -> int | None:
+    """The epoch of the checkpoint ``last`` when it exists and was written under config ``wanted``."""
+    if not last.exists():
+        return None
+    state = load_checkpoint(last)
+    if comparable_config(state.get("run_config", {})) != wanted:
+        return None
+    return int(state.get("epoch", 0))
+
+
+# ------------------------------------------------------------------------------------ locks
+def _lock_path(cell: Cell) -> Path:
+    return run_dir_of(cell.config) / ".lock"
+
+
+def cell_lock_holder(cell: Cell) -> str | None:
+    """The pid text of the live process that holds the cell's lock, or None when it is free."""
+    path = _lock_path(cell)
+    if not path.exists():
+        return None
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            return fh.read().strip() or "?"
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
+
+
+@contextmanager
+def cell_lock(cell: Cell) -> Iterator[bool]:
+    """Hold the cell's lock file while the block runs; yields False (and holds nothing) when another
+    process has it. The lock is an ``flock``, so a killed process releases it."""
+    path = _lock_path(cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # ------------------------------------------------------------------------------------ running
@@ -245,7 +323,7 @@ class GridReport:
         return 1 if self.count("failed") else 0
 
     def summary_line(self, name: str) -> str:
-        parts = [f"{self.count(s)} {s}" for s in ("finished", "done", "skipped", "failed", "run", "resume")
+        parts = [f"{self.count(s)} {s}" for s in ("finished", "done", "skipped", "busy", "failed", "run", "resume")
                  if self.count(s)]
         return f"grid {name}: {len(self.outcomes)} cells: " + ", ".join(parts)
 
@@ -265,7 +343,8 @@ DatasetLoader = Callable[[RunConfig], MultiBehaviorDataset]
 
 def run_grid(grid: GridSpec, only: list[str] | None = None, dry_run: bool = False,
              grid_file: str | None = None, log: Callable[[str], None] = print,
-             load_dataset: DatasetLoader = load_run_dataset, extra_set: list[str] | None = None) -> GridReport:
+             load_dataset: DatasetLoader = load_run_dataset, extra_set: list[str] | None = None,
+             seeds: list[int] | None = None) -> GridReport:
     """Run the grid's cells sequentially (see the module docstring); one progress line per cell.
 
     A run cell logs a line when it starts (``run``/``resume``) and one when it ends (``finished`` with
@@ -273,37 +352,74 @@ def run_grid(grid: GridSpec, only: list[str] | None = None, dry_run: bool = Fals
     logs each cell's status and touches nothing. Datasets are loaded once per consecutive block of cells
     with the same data settings.
     """
-    cells = expand_grid(grid, only, extra_set)
+    cells = expand_grid(grid, only, extra_set, seeds)
     report = GridReport()
     if not dry_run:
         write_grid_meta(grid, grid_file)
     loaded: tuple[str, MultiBehaviorDataset] | None = None
     n = len(cells)
     for i, cell in enumerate(cells, 1):
-        status, detail = cell_status(cell)
         head = f"[{i}/{n}] {cell.describe()}"
-        log(f"{head}: {status}" + (f" ({detail})" if detail else ""))
-        if dry_run or status in ("skipped", "done"):
+        status, detail = cell_status(cell)
+        if dry_run or status in ("skipped", "done", "busy"):
+            log(f"{head}: {status}" + (f" ({detail})" if detail else ""))
             report.outcomes.append((cell, status, detail))
             continue
-        cfg = cell.config
-        key = json.dumps([cfg.dataset, to_dict(cfg.data)])
-        command = f"mbrec bench run {grid_file or grid.name} --only {cell.label}" + "".join(
-            f" --set {item}" for item in extra_set or [])
-        try:
-            if loaded is None or loaded[0] != key:
-                loaded = None  # release the previous dataset before loading the next
-                loaded = (key, load_dataset(cfg))
-            record = run_training(cfg, resume=status == "resume", command=command, dataset=loaded[1])
-        except Exception as e:  # a failing cell is reported; the grid goes on
-            message = f"{type(e).__name__}: {e}".splitlines()[0]
-            log(f"{head}: failed ({message})")
-            report.outcomes.append((cell, "failed", message))
-            continue
+        with cell_lock(cell) as mine:
+            if mine:  # decided again under the lock: another process may have finished it meanwhile
+                status, detail = cell_status(cell, check_lock=False)
+            else:
+                status, detail = "busy", "another process runs it"
+            log(f"{head}: {status}" + (f" ({detail})" if detail else ""))
+            if status in ("done", "busy"):
+                report.outcomes.append((cell, status, detail))
+                continue
+            cfg = cell.config
+            if detail.startswith("from parked"):
+                parking.restore(cell.parked, run_dir_of(cfg))
+            key = json.dumps([cfg.dataset, to_dict(cfg.data)])
+            command = f"mbrec bench run {grid_file or grid.name} --only {cell.label}" + "".join(
+                f" --set {item}" for item in extra_set or [])
+            try:
+                if loaded is None or loaded[0] != key:
+                    loaded = None  # release the previous dataset before loading the next
+                    loaded = (key, load_dataset(cfg))
+                record = run_training(cfg, resume=status == "resume", command=command, dataset=loaded[1])
+            except Exception as e:  # a failing cell is reported; the grid goes on
+                message = f"{type(e).__name__}: {e}".splitlines()[0]
+                log(f"{head}: failed ({message})")
+                report.outcomes.append((cell, "failed", message))
+                continue
+            if cell.parked is not None:
+                parking.unpark(cell.parked)
         metric = cfg.train.select_metric
         value = record["metrics"].get(metric)
         shown = f"{metric}={value:.4f}" if value is not None else "no evaluation"
         log(f"{head}: finished ({shown}, epoch {record['selected_epoch']}, {record['wall_seconds']:.1f}s)")
         report.outcomes.append((cell, "finished", shown))
     log(report.summary_line(grid.name))
+    return report
+
+
+def park_grid(grid: GridSpec, only: list[str] | None = None, seeds: list[int] | None = None,
+              log: Callable[[str], None] = print, extra_set: list[str] | None = None) -> GridReport:
+    """Park every unfinished cell whose run folder has a checkpoint newer than its parked one
+    (:mod:`mbrec.bench.parking`). Outcomes: ``parked`` (copied now), ``kept`` (the parked copy is as new),
+    or the cell's status (``done``, ``run``, ``skipped``) when there is nothing to park. A cell that is
+    running now is parked too: its ``last.pt`` is only ever replaced whole."""
+    report = GridReport()
+    for cell in expand_grid(grid, only, extra_set, seeds):
+        status, detail = cell_status(cell, check_lock=False)
+        if status == "resume":
+            wanted = comparable_config(to_dict(cell.config))
+            local = _matching_epoch(run_dir_of(cell.config) / "last.pt", wanted)
+            kept = _matching_epoch(cell.parked / "last.pt", wanted)
+            if local is not None and (kept is None or local > kept):
+                status, detail = "parked", f"epoch {parking.park(run_dir_of(cell.config), cell.parked)}"
+            else:
+                status, detail = "kept", f"epoch {kept}"
+        log(f"{cell.describe()}: {status}" + (f" ({detail})" if detail else ""))
+        report.outcomes.append((cell, status, detail))
+    parts = [f"{report.count(s)} {s}" for s in ("parked", "kept", "done", "run", "skipped") if report.count(s)]
+    log(f"grid {grid.name}: {len(report.outcomes)} cells: " + ", ".join(parts) + f" (in {grid.parked_path})")
     return report

@@ -1,8 +1,10 @@
 """``mbrec bench``: run a benchmark grid, summarise its results, plot them.
 
-* ``mbrec bench run GRID.yaml [--only LABEL ...] [--set KEY=VALUE ...] [--dry-run]`` — run the grid's
-  cells (finished cells are never rerun, interrupted ones resume; ``--set`` overrides every cell);
-  ``--dry-run`` prints each cell's status only.
+* ``mbrec bench run GRID.yaml [--only LABEL ...] [--seeds N ...] [--set KEY=VALUE ...] [--dry-run]`` —
+  run the grid's cells (finished cells are never rerun, interrupted ones resume, cells that another
+  process runs are skipped; ``--set`` overrides every cell); ``--dry-run`` prints each cell's status only.
+* ``mbrec bench park GRID.yaml [--only LABEL ...] [--seeds N ...]`` — copy the checkpoints of unfinished
+  cells into the grid's parked folder (to commit), from which the next ``run`` on any machine resumes.
 * ``mbrec bench summary RESULTS_DIR [--readme README.md]`` — write ``summary.md``/``summary.json``;
   with ``--readme``, replace the README's generated results table.
 * ``mbrec bench plot RESULTS_DIR`` — bar charts and training curves under ``RESULTS_DIR/plots``.
@@ -24,17 +26,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register ``bench`` and its ``run``/``summary``/``plot`` subcommands on a subparsers object."""
     bench = subparsers.add_parser("bench", help="benchmark grids: run, summary tables, plots",
                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = bench.add_subparsers(dest="bench_command", required=True, metavar="{run,summary,plot}")
+    sub = bench.add_subparsers(dest="bench_command", required=True, metavar="{run,park,summary,plot}")
 
     run = sub.add_parser("run", help="run the cells of a grid file (resumable)")
     run.add_argument("grid", metavar="GRID.yaml", help="grid file, e.g. benchmarks/grids/smoke.yaml")
     run.add_argument("--only", action="extend", nargs="+", metavar="LABEL",
                      help="run only these model labels")
+    run.add_argument("--seeds", action="extend", nargs="+", type=int, metavar="N",
+                     help="run only these seeds (e.g. one process per seed)")
     run.add_argument("--dry-run", action="store_true", help="print each cell's status, run nothing")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                      help="override every cell, e.g. --set train.threads=1 (threads and progress do not "
                           "change a cell's identity)")
     run.set_defaults(handler=run_command)
+
+    park = sub.add_parser("park", help="copy unfinished cells' checkpoints to the grid's parked folder")
+    park.add_argument("grid", metavar="GRID.yaml")
+    park.add_argument("--only", action="extend", nargs="+", metavar="LABEL", help="park only these labels")
+    park.add_argument("--seeds", action="extend", nargs="+", type=int, metavar="N", help="only these seeds")
+    park.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                      help="the same --set values the cells were run with (they are part of a cell's config)")
+    park.set_defaults(handler=park_command)
 
     summary = sub.add_parser("summary", help="write summary.md and summary.json of results folders")
     summary.add_argument("results_dirs", metavar="RESULTS_DIR", nargs="+")
@@ -59,10 +71,20 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         grid = load_grid(args.grid)
         report = run_grid(grid, only=args.only, dry_run=args.dry_run, grid_file=args.grid,
-                          extra_set=args.overrides)
+                          extra_set=args.overrides, seeds=args.seeds)
     except ConfigError as e:
         return _config_error(e)
     return report.exit_code
+
+
+def park_command(args: argparse.Namespace) -> int:
+    from mbrec.bench.grid import load_grid, park_grid
+
+    try:
+        park_grid(load_grid(args.grid), only=args.only, seeds=args.seeds, extra_set=args.overrides)
+    except ConfigError as e:
+        return _config_error(e)
+    return 0
 
 
 def summary_command(args: argparse.Namespace) -> int:
