@@ -130,6 +130,22 @@ def test_trainer_records_completed_epochs(tmp_path):
     assert fit.epochs_run == 5
 
 
+def test_epochs_without_evaluation_log_a_heartbeat_line(tmp_path):
+    """Without a progress bar every epoch leaves a line: evaluations as before, the others loss, lr, ETA."""
+    ds = make_dataset(with_valid=True)
+    lines: list[str] = []
+    cfg = scripted_config(epochs=5, eval_schedule="copf", lr=0.1, lr_schedule="step", lr_decay=0.5,
+                          decay_epochs=2)
+    Trainer(Scripted(ds, [1] * 5, [1] * 5), ds, cfg, tmp_path, log=lines.append).fit()
+    assert [line.split(":")[0] for line in lines] == ["epoch 1", "epoch 2/5", "epoch 3/5", "epoch 4/5", "epoch 5"]
+    assert [line.split(" lr=")[1].split()[0] for line in lines[1:4]] == ["0.1", "0.05", "0.05"]  # 0.5^(e // 2)
+    assert lines[3].endswith("min left)")
+    quiet_lines: list[str] = []
+    Trainer(Scripted(ds, [1] * 5, [1] * 5), ds, scripted_config(epochs=5, eval_schedule="copf", progress=True),
+            tmp_path / "bar", log=quiet_lines.append).fit()
+    assert [line.split(":")[0] for line in quiet_lines] == ["epoch 1", "epoch 5"]  # the bar shows the rest
+
+
 # ---------------------------------------------------------------------------------------------- protocols
 TEST_HITS = [10, 40, 20, 30, 5, 25]
 VALID_HITS = [10, 20, 35, 30, 35, 5]

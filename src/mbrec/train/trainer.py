@@ -199,6 +199,9 @@ class Trainer:
                          "seconds": round(seconds, 3), "monitor": True}
                 result.monitor.append(entry)
                 self._log_eval(entry)
+            else:
+                self._log_heartbeat(epoch, mean_losses, seconds,
+                                    learning_rate(cfg, max(step - 1, 0), epoch, self.decay_steps))
             save_checkpoint(self.last_path, self._state(epoch + 1, step, rng, result, best_value,
                                                         bad_evals, seconds))
             if result.history or result.monitor:
@@ -208,6 +211,16 @@ class Trainer:
         if writer is not None:
             writer.close()
         return result
+
+    def _log_heartbeat(self, epoch: int, losses: dict[str, float], seconds: float, lr: float) -> None:
+        """Without a progress bar, one line per epoch that is not evaluated (loss, time, lr, ETA)."""
+        if self.cfg.progress:
+            return
+        done = epoch + 1
+        per_epoch = seconds / max(done, 1)
+        eta = per_epoch * (self.cfg.epochs - done)
+        self.log(f"epoch {done}/{self.cfg.epochs}: loss={sum(losses.values()):.4f} lr={lr:.3g} "
+                 f"({seconds:.0f}s, {per_epoch:.1f} s/epoch, about {eta / 60:.0f} min left)")
 
     def _log_eval(self, entry: dict) -> None:
         keys = [f"HR@{k}" for k in self.cfg.ks[:1]] + [f"NDCG@{k}" for k in self.cfg.ks[:1]]
