@@ -160,8 +160,8 @@ def test_all_cells_run_once_and_are_then_skipped(finished, monkeypatch):
     changed = make_grid(Path(grid.output_dir).parent, set=[*TRAIN_SET, "train.lr=0.02"])
     assert {cell_status(c)[0] for c in expand_grid(changed)} == {"run"}
 
-    # command-line overrides come last; threads (like progress) do not change what a cell computes
-    threaded = expand_grid(grid, extra_set=["train.threads=1", "train.progress=true"])
+    # command-line overrides come last; threads, progress and device do not change what a cell computes
+    threaded = expand_grid(grid, extra_set=["train.threads=1", "train.progress=true", "train.device=auto"])
     assert threaded[0].config.train.threads == 1
     assert [cell_status(c)[0] for c in threaded] == ["done"] * 4
     shorter = expand_grid(grid, only=["MF"], extra_set=["train.epochs=1"])

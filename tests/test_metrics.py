@@ -152,6 +152,41 @@ def test_exact_ranks_and_metrics_on_tensors():
     assert out["NDCG@2"][0].item() == pytest.approx((1 / log2(3)) / (1 + 1 / log2(3)))
 
 
+@pytest.mark.parametrize("layout", ["one_per_row", "several_per_row"])
+def test_numpy_and_torch_rank_paths_equal_a_sort(layout):
+    from mbrec.eval.evaluator import _ranks_numpy, _ranks_torch
+
+    g = torch.Generator().manual_seed(1)
+    scores = torch.round(torch.rand(30, 25, generator=g) * 4) / 4          # coarse values: many ties
+    scores[4] = 0.5                                                         # a row that is all one tie
+    scores[7, 3] = float("-inf")
+    if layout == "one_per_row":
+        rows = torch.arange(30)
+        items = torch.randint(0, 25, (30,), generator=g)
+    else:
+        rows = torch.randint(0, 30, (80,), generator=g)
+        items = torch.randint(0, 25, (80,), generator=g)
+    expected = [sorted(range(25), key=lambda i, r=r: (-float(scores[r, i]), i)).index(int(t))
+                for r, t in zip(rows, items, strict=True)]
+    assert _ranks_torch(scores, rows, items).tolist() == expected
+    assert _ranks_numpy(scores.numpy(), rows.numpy(), items.numpy()).tolist() == expected
+    assert exact_ranks(scores, rows, items).tolist() == expected
+
+
+def test_a_model_returning_its_cached_table_is_not_modified():
+    ds = dataset(3, 6, buy={0: [1], 1: [2, 3], 2: []}, test={0: [0], 1: [5], 2: [4]})
+
+    class Cached(FixedScores):
+        def score_users(self, users):
+            return self.table[: len(users)]          # a view of the model's own tensor
+
+    model = Cached(ds, np.arange(18, dtype=np.float32).reshape(3, 6))
+    before = model.table.clone()
+    first = evaluate(model, ds, ks=[2], batch_size=3).metrics
+    assert torch.equal(model.table, before)
+    assert evaluate(model, ds, ks=[2], batch_size=3).metrics == first
+
+
 # ---------------------------------------------------------------------------------------------- reference
 def reference_metrics(scores: np.ndarray, mask: list[set[int]], held_out: list[list[int]],
                       ks: list[int]) -> dict[str, list[float]]:

@@ -220,10 +220,11 @@ def _cell_config(grid: GridSpec, entry: ModelEntry, path: Path | None, dataset: 
 
 
 def comparable_config(config: dict) -> dict:
-    """A run config as plain JSON data without ``train.progress``, ``train.threads`` and
-    ``train.monitor_every`` (they change how a run is shown, scheduled and watched, not what it computes)."""
+    """A run config as plain JSON data without ``train.progress``, ``train.threads``, ``train.monitor_every``
+    and ``train.device`` (they change how a run is shown, scheduled, watched and where it runs, not what it
+    computes; a cell parked on a CPU machine resumes on a GPU one)."""
     data = json.loads(json.dumps(config))
-    for key in ("progress", "threads", "monitor_every"):
+    for key in ("progress", "threads", "monitor_every", "device"):
         data.get("train", {}).pop(key, None)
     return data
 

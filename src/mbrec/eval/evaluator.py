@@ -39,13 +39,48 @@ def exact_ranks(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor) -
     """0-based rank of ``items[p]`` in row ``rows[p]`` of ``scores`` (ties: smaller item id first).
 
     Masked candidates must already hold ``-inf``. ``[B, N], [P], [P] -> [P]``.
+
+    Two passes over the scores: ``#{score > target}`` and ``#{score == target}``. Only pairs whose target
+    ties with another candidate (rare with real-valued scores) need the id comparison, done on those rows
+    alone. When ``rows`` is ``0..B-1`` (one held-out item per user) the rows are not gathered. On the CPU
+    the passes run in NumPy on the same memory (its comparisons and row sums are several times faster
+    than torch's CPU kernels for these shapes).
     """
+    if scores.device.type == "cpu":
+        return torch.from_numpy(_ranks_numpy(scores.numpy(), rows.numpy(), items.numpy()))
+    return _ranks_torch(scores, rows, items)
+
+
+def _ranks_torch(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """:func:`exact_ranks` in torch (any device)."""
     target = scores[rows, items].unsqueeze(1)                     # [P, 1]
-    row_scores = scores[rows]                                      # [P, N]
+    row_scores = scores if _one_per_row(len(rows), scores.shape[0], rows) else scores[rows]
     higher = (row_scores > target).sum(1)
-    ids = torch.arange(scores.shape[1], device=scores.device).unsqueeze(0)
-    tied_before = ((row_scores == target) & (ids < items.unsqueeze(1))).sum(1)
-    return higher + tied_before
+    tied = (row_scores == target).sum(1)                          # >= 1: the target itself
+    crowded = torch.nonzero(tied > 1).squeeze(1)
+    if len(crowded):
+        ids = torch.arange(scores.shape[1], device=scores.device).unsqueeze(0)
+        before = ((row_scores[crowded] == target[crowded]) & (ids < items[crowded].unsqueeze(1))).sum(1)
+        higher = higher.index_add(0, crowded, before)
+    return higher
+
+
+def _one_per_row(n_pairs: int, n_rows: int, rows) -> bool:
+    return n_pairs == n_rows and bool((rows == (np.arange(n_rows) if isinstance(rows, np.ndarray)
+                                               else torch.arange(n_rows, device=rows.device))).all())
+
+
+def _ranks_numpy(scores: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """:func:`exact_ranks` on NumPy arrays (``int64 [P]``)."""
+    target = scores[rows, items][:, None]
+    row_scores = scores if _one_per_row(len(rows), scores.shape[0], rows) else scores[rows]
+    higher = (row_scores > target).sum(1, dtype=np.int64)
+    tied = (row_scores == target).sum(1, dtype=np.int64)
+    crowded = np.flatnonzero(tied > 1)
+    if len(crowded):
+        ids = np.arange(scores.shape[1])[None, :]
+        higher[crowded] += ((row_scores[crowded] == target[crowded]) & (ids < items[crowded, None])).sum(1)
+    return higher
 
 
 @torch.no_grad()
@@ -76,13 +111,17 @@ def evaluate(model, dataset: MultiBehaviorDataset, split: str = "test", ks: list
     ks = sorted(set(int(k) for k in ks))
     chunks: dict[str, list[torch.Tensor]] = {}
     lowest = torch.finfo(torch.float32).min
+    buffer: torch.Tensor | None = None
     try:
         for start in range(0, len(eval_users), batch_size):
             batch = eval_users[start:start + batch_size]
-            # a private float32 copy: masking below writes into it, and a model may return a cached view
-            scores = model.score_users(torch.from_numpy(batch).to(device)).to(torch.float32, copy=True)
-            # NaN (and -inf) scores rank last, yet still above the masked (-inf) candidates
-            torch.nan_to_num(scores, nan=lowest, neginf=lowest, out=scores)
+            raw = model.score_users(torch.from_numpy(batch).to(device))
+            if buffer is None or buffer.shape[1] != raw.shape[1] or buffer.device != raw.device:
+                buffer = raw.new_empty((min(batch_size, len(eval_users)), raw.shape[1]), dtype=torch.float32)
+            # NaN (and -inf) scores rank last, yet still above the masked (-inf) candidates. ``scores`` is a
+            # private float32 copy in one buffer reused by every batch (masking below writes into it, a model
+            # may return a cached view, and a fresh [B, N] allocation per batch costs page faults on the CPU)
+            scores = torch.nan_to_num(raw, nan=lowest, neginf=lowest, out=buffer[: len(batch)])
             m_rows, m_cols = _rows_to_torch(mask, batch, device)
             scores[m_rows, m_cols] = float("-inf")
             rows, items = _rows_to_torch(held_out, batch, device)

@@ -82,7 +82,8 @@ class SparseOperator:
 
     def to(self, device: torch.device | str) -> SparseOperator:
         """A copy on ``device`` (returns ``self`` when already there)."""
-        if torch.device(device) == self.device:
+        target = torch.device(device)
+        if target.type == self.device.type and target.index in (None, self.device.index):  # "cuda" = "cuda:0"
             return self
         return SparseOperator(self.scipy, device=device, symmetric=self.symmetric)
 

@@ -45,7 +45,7 @@ class _WeightedInfoNCE(torch.autograd.Function):
         exp_logits = anchors @ table.T                                      # [A, R]
         has_fn = fn_rows is not None and fn_rows.numel() > 0
         if has_fn:
-            exp_logits.index_put_((fn_rows, fn_cols), exp_logits.new_tensor(fn_fill))
+            exp_logits[fn_rows, fn_cols] = fn_fill
         if bound < NO_SHIFT_BOUND:
             shift = None
             exp_logits.exp_()
@@ -54,7 +54,7 @@ class _WeightedInfoNCE(torch.autograd.Function):
             exp_logits.sub_(shift).exp_()
         row_sums = exp_logits.sum(dim=1)
         if has_fn and fn_fill == 0.0:
-            exp_logits.index_put_((fn_rows, fn_cols), exp_logits.new_zeros(()))  # constants: no gradient
+            exp_logits[fn_rows, fn_cols] = 0.0                       # constant logits: no gradient
         positive = (anchors * table[targets]).sum(-1)
         ctx.save_for_backward(anchors, table, targets, weights, exp_logits, row_sums)
         log_sums = row_sums.log() if shift is None else row_sums.log() + shift.squeeze(1)

@@ -158,7 +158,7 @@ class HMG:
         aux_names = [k for k in losses if loss_role(k) == "aux"]
         regs = [v for k, v in losses.items() if loss_role(k) == "reg"]
         tasks: list[torch.Tensor | None] = [sum(target) if target else None, *(losses[k] for k in aux_names)]
-        rows = torch.tensor(self._task_rows(aux_names, params))
+        rows = torch.tensor(self._task_rows(aux_names, params), device=params[0].device)
 
         jobs = tasks + [sum(regs) if regs else None]
         last = max((i for i, t in enumerate(jobs) if t is not None and t.requires_grad), default=-1)

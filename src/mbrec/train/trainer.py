@@ -105,11 +105,14 @@ class Trainer:
             raise ValueError(f"{self.last_path}: checkpoint was made on a different dataset")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for param_state in self.optimizer.state.values():  # map_location put Adam's step counters on the
+            if torch.is_tensor(param_state.get("step")):   # device; torch expects them on the CPU
+                param_state["step"] = param_state["step"].cpu()
         self.combiner.load_state_dict(state["combiner"])
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"].cpu())
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])  # RNG states must be CPU bytes
         random.setstate(state["python_rng"])
         return state
 
@@ -167,10 +170,10 @@ class Trainer:
                 self.optimizer.step()
                 step += 1
                 n_batches += 1
-                for name, value in losses.items():
-                    totals[name] = totals.get(name, 0.0) + float(value.detach())
+                for name, value in losses.items():  # kept on the device: no GPU->CPU sync per step
+                    totals[name] = totals.get(name, 0.0) + value.detach()
             seconds += time.perf_counter() - t0
-            mean_losses = {k: v / max(n_batches, 1) for k, v in totals.items()}
+            mean_losses = {k: float(v) / max(n_batches, 1) for k, v in totals.items()}
             if writer is not None:
                 for k, v in mean_losses.items():
                     writer.add_scalar(f"loss/{k}", v, epoch + 1)

@@ -223,11 +223,12 @@ class PMEHead(ProjectionHead):
 
     def extra_losses(self, state: dict[Any, Any], batch: Batch, task_weights: Sequence[float]) -> dict:
         tables, out = state["tables"], {}
+        batch_users = batch.users.cpu()
         for (k, j), pairs in self.unique.items():
             if task_weights[k] == 0:
                 continue
-            users, positives, negatives = (t.to(tables[k][0].device)
-                                           for t in pairs.sample(batch.users.cpu(), self.samples_per_user))
+            users, positives, negatives = torch.stack([t.long() for t in pairs.sample(batch_users, self.samples_per_user)]).to(
+                tables[k][0].device).unbind(0)
             res_u = PROJECTION_SCALE * (tables[j][0] - project(tables[j][0], tables[k][0]))
             res_v = PROJECTION_SCALE * (tables[j][1] - project(tables[j][1], tables[k][1]))
             rows = res_u[users]

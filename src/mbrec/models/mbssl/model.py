@@ -193,25 +193,25 @@ class MBSSL(Recommender):
     # ------------------------------------------------------------------ losses
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         c, m, t = self.config, self.n_users, self.target_index
-        out = self.encode(with_views=c.use_intra)
-        table, h = out.nodes[0], out.behaviors
-        user_table, item_table = table[:m], table[m:]                               # [M, K, d], [N, K, d]
+        # host-side index work first: on a GPU it then overlaps nothing it would have to wait for
+        user_ids = batch.users.cpu().numpy()
         users = batch.users.to(self.device_)
-        user_ids = users.cpu().numpy()
-        batch_users = user_table[users]                                             # [B, K, d]
-
-        rec = torch.zeros((), device=self.device_)
-        for k, (lam, w) in enumerate(zip(self.rec_weights, self.neg_weights, strict=True)):
-            if lam != 0.0:
-                rows, items = self.labels[k].pairs(user_ids)
-                rec = rec + lam * nonsampling_loss(batch_users[:, k], item_table[:, k], h[k],
-                                                   torch.from_numpy(rows).to(self.device_),
-                                                   torch.from_numpy(items).to(self.device_), w)
-        losses = {"rec": rec}
-
+        labels = {k: tuple(torch.from_numpy(a).to(self.device_) for a in self.labels[k].pairs(user_ids))
+                  for k, lam in enumerate(self.rec_weights) if lam != 0.0}
         rows, items = self.labels[t].pairs(user_ids)                           # the batch's target pairs
         user_anchors = Anchors.from_occurrences(user_ids[rows], self.user_false_negatives, self.device_)
         item_anchors = Anchors.from_occurrences(items, self.item_false_negatives, self.device_)
+
+        out = self.encode(with_views=c.use_intra)
+        table, h = out.nodes[0], out.behaviors
+        user_table, item_table = table[:m], table[m:]                               # [M, K, d], [N, K, d]
+        batch_users = user_table[users]                                             # [B, K, d]
+        rec = torch.zeros((), device=self.device_)
+        for k, (label_rows, label_items) in labels.items():
+            rec = rec + self.rec_weights[k] * nonsampling_loss(batch_users[:, k], item_table[:, k], h[k],
+                                                               label_rows, label_items, self.neg_weights[k])
+        losses = {"rec": rec}
+
         pad = item_table.new_zeros(1, item_table.shape[-1])
         if c.use_intra:
             view1, view2 = out.nodes[1], out.nodes[2]
