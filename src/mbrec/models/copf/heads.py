@@ -227,8 +227,8 @@ class PMEHead(ProjectionHead):
         for (k, j), pairs in self.unique.items():
             if task_weights[k] == 0:
                 continue
-            users, positives, negatives = torch.stack([t.long() for t in pairs.sample(batch_users, self.samples_per_user)]).to(
-                tables[k][0].device).unbind(0)
+            drawn = pairs.sample(batch_users, self.samples_per_user)                 # users, pos, neg
+            users, positives, negatives = torch.stack([t.long() for t in drawn]).to(tables[k][0].device).unbind(0)
             res_u = PROJECTION_SCALE * (tables[j][0] - project(tables[j][0], tables[k][0]))
             res_v = PROJECTION_SCALE * (tables[j][1] - project(tables[j][1], tables[k][1]))
             rows = res_u[users]
