@@ -358,6 +358,42 @@ def test_protocols_relative_gain_and_paired_ttest(tmp_path):
     assert "| GHCF | 1 | 0.4000 | 0.3000 |" in text  # a single seed shows the mean only
 
 
+def test_comparison_with_paper_numbers(tmp_path):
+    from mbrec.bench.papers import load_paper_numbers
+
+    write_hand_results(tmp_path / "res", {"MF-BPR": [0.30, 0.32, 0.31], "COPF": [0.45, 0.44, 0.47]},
+                       {"name": "hand", "labels": ["MF-BPR", "COPF"]})
+    numbers = tmp_path / "papers.yaml"
+    numbers.write_text("tolerance: 0.05\ntaobao:\n  mf_bpr: {source: T2, HR@10: 0.30}\n"
+                       "  COPF: {source: T2, HR@10: 0.50, NDCG@10: 0.3, note: released code differs}\n"
+                       "beibei:\n  COPF: {source: T2, HR@10: 0.1}\n")
+    papers = load_paper_numbers(numbers)
+    summary = build_summary(tmp_path / "res", papers)
+    rows = {(r["label"], r["metric"]): r for r in summary["papers"]["rows"]}
+    assert set(rows) == {("MF-BPR", "HR@10"), ("COPF", "HR@10"), ("COPF", "NDCG@10")}  # label match ignores case/_
+    mf = rows[("MF-BPR", "HR@10")]
+    assert mf["gap"] == pytest.approx((0.31 - 0.30) / 0.30) and mf["within"]             # +3.3 % <= 5 %
+    copf = rows[("COPF", "HR@10")]
+    assert copf["gap"] == pytest.approx((np.mean([0.45, 0.44, 0.47]) - 0.5) / 0.5) and not copf["within"]
+    assert rows[("COPF", "NDCG@10")]["gap"] == pytest.approx(0.0)  # the paper protocol picks epoch 2 (0.3)
+    md, _ = write_summary(tmp_path / "res", papers)
+    text = md.read_text()
+    assert "| taobao | COPF | HR@10 | 3 | 0.4533 ± 0.0153 | 0.5000 | -9.3% | **no** | T2 |" in text
+    assert "- taobao COPF: released code differs" in text
+    assert f"--papers {numbers}" in readme_table(tmp_path / "res", papers=papers)
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("taobao:\n  COPF: {HR@10: 0.5}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: taobao.COPF: needs a 'source'"):
+        load_paper_numbers(bad)
+    bad.write_text("taobao:\n  COPF: {source: x, HR@10: high}\n")
+    with pytest.raises(ConfigError, match="metric values must be numbers"):
+        load_paper_numbers(bad)
+    shipped = load_paper_numbers(REPO / "benchmarks" / "paper_numbers.yaml")
+    assert shipped.find("taobao", "COPF").metrics == {"HR@10": 0.1552, "NDCG@10": 0.0838}
+    assert shipped.find("beibei", "MBSSL").metrics["Recall@10"] == 0.2229
+
+
 def test_readme_table_replaces_only_the_marked_section(tmp_path):
     results = tmp_path / "results"
     write_hand_results(results, {"MF": [0.3, 0.5], "COPF": [0.4, 0.6]},

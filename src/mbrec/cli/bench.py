@@ -5,8 +5,9 @@
   process runs are skipped; ``--set`` overrides every cell); ``--dry-run`` prints each cell's status only.
 * ``mbrec bench park GRID.yaml [--only LABEL ...] [--seeds N ...]`` — copy the checkpoints of unfinished
   cells into the grid's parked folder (to commit), from which the next ``run`` on any machine resumes.
-* ``mbrec bench summary RESULTS_DIR [--readme README.md]`` — write ``summary.md``/``summary.json``;
-  with ``--readme``, replace the README's generated results table.
+* ``mbrec bench summary RESULTS_DIR ... [--papers FILE] [--readme README.md]`` — write
+  ``summary.md``/``summary.json`` per folder; ``--papers`` adds the comparison with the papers' numbers
+  (``benchmarks/paper_numbers.yaml``); with ``--readme``, replace the README's generated results tables.
 * ``mbrec bench plot RESULTS_DIR`` — bar charts and training curves under ``RESULTS_DIR/plots``.
 
 Handlers return the exit code: 0 ok, 1 a cell failed or plots cannot be drawn, 2 a config problem
@@ -52,6 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     summary.add_argument("results_dirs", metavar="RESULTS_DIR", nargs="+")
     summary.add_argument("--readme", metavar="README.md",
                          help="also replace the README's results section with one table per folder")
+    summary.add_argument("--papers", metavar="FILE",
+                         help="compare with the papers' numbers, e.g. benchmarks/paper_numbers.yaml")
     summary.set_defaults(handler=summary_command)
 
     plot = sub.add_parser("plot", help="PNG bar charts and training curves of a results folder")
@@ -88,15 +91,17 @@ def park_command(args: argparse.Namespace) -> int:
 
 
 def summary_command(args: argparse.Namespace) -> int:
+    from mbrec.bench.papers import load_paper_numbers
     from mbrec.bench.summary import readme_table, replace_readme_section, write_summary
 
     tables = []
     try:
+        papers = load_paper_numbers(args.papers) if args.papers else None
         for results_dir in args.results_dirs:
-            md, js = write_summary(results_dir)
+            md, js = write_summary(results_dir, papers)
             print(md.read_text(encoding="utf-8"), end="")
             print(f"wrote {md} and {js}", file=sys.stderr)
-            tables.append(f"**{Path(results_dir).name}**\n\n{readme_table(results_dir)}")
+            tables.append(f"**{Path(results_dir).name}**\n\n{readme_table(results_dir, papers=papers)}")
         if args.readme:
             replace_readme_section(args.readme, "\n\n".join(tables))
             print(f"updated {args.readme}", file=sys.stderr)
