@@ -129,3 +129,20 @@ def test_evaluate_groups_and_noise_config(tmp_path, capsys):
     for b in clean.behaviors[:-1]:
         assert noisy.train[b].nnz == clean.train[b].nnz + int(0.2 * clean.train[b].nnz)
     assert (noisy.target_train != clean.target_train).nnz == 0
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    """``python -m mbrec`` (what the GPU-machine scripts use, with nothing installed) is the same CLI."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    done = subprocess.run([sys.executable, "-m", "mbrec", "models"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0 and "copf" in done.stdout and "mbssl" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "mbrec", "train", "--config", "nope.yaml"], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "nope.yaml" in bad.stderr
