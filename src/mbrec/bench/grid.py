@@ -245,8 +245,7 @@ def cell_status(cell: Cell, check_lock: bool = True) -> tuple[str, str]:
         stale = "a result of another config is replaced"
     if check_lock and cell_lock_holder(cell) is not None:
         return "busy", "another process runs it"
-    local = _matching_epoch(run_dir_of(cell.config) / "last.pt", wanted)
-    parked = _matching_epoch(cell.parked / "last.pt", wanted) if cell.parked is not None else None
+    local, parked = checkpoint_epochs(cell, wanted)
     if parked is not None and (local is None or parked > local):
         return "resume", f"from parked epoch {parked}"
     if local is not None:
@@ -254,6 +253,13 @@ def cell_status(cell: Cell, check_lock: bool = True) -> tuple[str, str]:
     if (run_dir_of(cell.config) / "last.pt").exists():
         stale = stale or "a checkpoint of another config is replaced"
     return "run", stale
+
+
+def checkpoint_epochs(cell: Cell, wanted: dict) -> tuple[int | None, int | None]:
+    """Epochs of the cell's run-folder and parked checkpoints written under config ``wanted`` (None: none)."""
+    local = _matching_epoch(run_dir_of(cell.config) / "last.pt", wanted)
+    parked = _matching_epoch(cell.parked / "last.pt", wanted) if cell.parked is not None else None
+    return local, parked
 
 
 def _matching_epoch(last: Path, wanted: dict) -> int | None:
@@ -412,13 +418,11 @@ def park_grid(grid: GridSpec, only: list[str] | None = None, seeds: list[int] | 
     for cell in expand_grid(grid, only, extra_set, seeds):
         status, detail = cell_status(cell, check_lock=False)
         if status == "resume":
-            wanted = comparable_config(to_dict(cell.config))
-            local = _matching_epoch(run_dir_of(cell.config) / "last.pt", wanted)
-            kept = _matching_epoch(cell.parked / "last.pt", wanted)
-            if local is not None and (kept is None or local > kept):
-                status, detail = "parked", f"epoch {parking.park(run_dir_of(cell.config), cell.parked)}"
-            else:
+            local, kept = checkpoint_epochs(cell, comparable_config(to_dict(cell.config)))
+            if kept is not None and (local is None or kept >= local):
                 status, detail = "kept", f"epoch {kept}"
+            else:
+                status, detail = "parked", f"epoch {parking.park(run_dir_of(cell.config), cell.parked)}"
         log(f"{cell.describe()}: {status}" + (f" ({detail})" if detail else ""))
         report.outcomes.append((cell, status, detail))
     parts = [f"{report.count(s)} {s}" for s in ("parked", "kept", "done", "run", "skipped") if report.count(s)]
