@@ -9,8 +9,9 @@ grid label, the metrics a paper reports, where they come from and optionally a n
       COPF: {source: "COPF Table 2", HR@10: 0.1552, NDCG@10: 0.0838, note: "..."}
 
 Labels match a summary row's label ignoring case and any character that is not a letter, a digit or ``+``
-(``lightgcn_m`` = ``LightGCN-M``, which differs from ``LightGCN-M+DFME``). For every matching row of the **paper protocol** (best test
-evaluation, what the papers report) and every listed metric the comparison gives our mean ± std over seeds,
+(``lightgcn_m`` = ``LightGCN-M``, which differs from ``LightGCN-M+DFME``). For every matching row of the
+**paper protocol** (best test evaluation, what the papers report) and every listed metric the comparison
+gives our mean ± std over seeds,
 the paper's value, the relative gap :math:`(\bar x - x_{paper}) / x_{paper}` and whether
 :math:`|gap| \le` tolerance. Rows without a paper number are not listed.
 """
