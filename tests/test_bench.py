@@ -144,6 +144,7 @@ def test_all_cells_run_once_and_are_then_skipped(finished, monkeypatch):
     for cell, _, _ in report.outcomes:
         record = json.loads((results / f"{cell.name}.json").read_text())
         assert record["config"]["train"]["seed"] == cell.seed and record["epochs"] == 2
+        assert record["command"] == f"mbrec bench run tiny --only {cell.label} --seeds {cell.seed}"  # reruns it
         assert [h["epoch"] for h in record["history"]] == [1, 2]
     assert json.loads((results / "grid.json").read_text())["labels"] == ["MF", "LGN-M"]
 

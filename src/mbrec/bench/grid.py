@@ -385,8 +385,8 @@ def run_grid(grid: GridSpec, only: list[str] | None = None, dry_run: bool = Fals
             if detail.startswith("from parked"):
                 parking.restore(cell.parked, run_dir_of(cfg))
             key = json.dumps([cfg.dataset, to_dict(cfg.data)])
-            command = f"mbrec bench run {grid_file or grid.name} --only {cell.label}" + "".join(
-                f" --set {item}" for item in extra_set or [])
+            command = (f"mbrec bench run {grid_file or grid.name} --only {cell.label} --seeds {cell.seed}"
+                       + "".join(f" --set {item}" for item in extra_set or []))
             try:
                 if loaded is None or loaded[0] != key:
                     loaded = None  # release the previous dataset before loading the next
