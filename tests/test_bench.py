@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from bench_helpers import REPO, TRAIN_SET, make_grid, quiet_run
 from scipy import stats
 
 from mbrec.bench import grid as grid_module
-from mbrec.bench.grid import GridSpec, cell_status, expand_grid, load_grid, run_grid
+from mbrec.bench.grid import cell_status, expand_grid, load_grid
 from mbrec.bench.summary import (
     build_summary,
     protocol_metrics,
@@ -21,62 +22,8 @@ from mbrec.bench.summary import (
     write_summary,
 )
 from mbrec.cli import bench as bench_cli
-from mbrec.config import ConfigError, from_dict
-from mbrec.data.dataset import MultiBehaviorDataset, binary_csr
+from mbrec.config import ConfigError
 from mbrec.train.trainer import Trainer
-
-REPO = Path(__file__).resolve().parents[1]
-TRAIN_SET = ["train.epochs=2", "train.eval_every=1", "train.batch_size=64", "train.lr=0.01",
-             "train.protocol=paper", "train.ks=[10]", "train.progress=false", "train.device=cpu",
-             "params.dim=8"]
-
-
-def tiny_dataset(seed: int = 0, n_users: int = 48, n_items: int = 36) -> MultiBehaviorDataset:
-    """view ⊇ cart ⊇ buy per user; one held-out buy per user for test and one for valid."""
-    rng = np.random.default_rng(seed)
-    rows = {b: [] for b in ("view", "cart", "buy", "test", "valid")}
-    cols = {b: [] for b in rows}
-    for u in range(n_users):
-        items = rng.choice(n_items, size=10, replace=False)
-        for b, chosen in (("view", items[:10]), ("cart", items[:6]), ("buy", items[:3]),
-                          ("test", items[3:4]), ("valid", items[4:5])):
-            rows[b] += [u] * len(chosen)
-            cols[b] += list(chosen)
-    mats = {b: binary_csr(np.array(rows[b]), np.array(cols[b]), (n_users, n_items)) for b in rows}
-    return MultiBehaviorDataset("tiny", n_users, n_items, ["view", "cart", "buy"],
-                                {b: mats[b] for b in ("view", "cart", "buy")}, mats["test"], mats["valid"])
-
-
-DATASET = tiny_dataset()
-
-
-def make_grid(tmp: Path, **extra) -> GridSpec:
-    data = {
-        "name": "tiny", "output_dir": str(tmp / "runs"), "results_dir": str(tmp / "results"),
-        "datasets": ["tiny"], "seeds": [1, 2], "set": TRAIN_SET,
-        "models": [{"label": "MF", "model": "mf"},
-                   {"label": "LGN-M", "model": "lightgcn_m", "set": ["params.layers=1"]}],
-        "baseline_labels": ["MF"], "proposed_labels": ["LGN-M"],
-    }
-    if "models" in extra:
-        data.update(baseline_labels=[], proposed_labels=[])
-    data.update(extra)
-    return from_dict(GridSpec, data)
-
-
-def quiet_run(grid: GridSpec, lines: list[str] | None = None, **kwargs):
-    log = lines.append if lines is not None else (lambda m: None)
-    return run_grid(grid, log=log, load_dataset=lambda cfg: DATASET, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One straight run of the 2 models × 2 seeds grid: (grid, report, progress lines)."""
-    tmp = tmp_path_factory.mktemp("grid")
-    grid = make_grid(tmp)
-    lines: list[str] = []
-    report = quiet_run(grid, lines)
-    return grid, report, lines
 
 
 def records_by_label(results: Path) -> dict[str, list[dict]]:
@@ -202,76 +149,6 @@ def test_interrupted_cell_resumes_from_its_checkpoint(finished, tmp_path, monkey
         for a, b in zip(resumed["history"], straight["history"], strict=True):
             assert {k: a[k] for k in ("epoch", "test", "valid", "loss")} == {
                 k: b[k] for k in ("epoch", "test", "valid", "loss")}
-
-
-def crash_first_epochs(monkeypatch, grid: GridSpec, only: list[str]) -> None:
-    """Run the ``only`` rows of the grid so that every cell fails right after its first epoch."""
-    def crash(self, history):
-        raise RuntimeError("simulated crash")
-
-    with monkeypatch.context() as m:
-        m.setattr(Trainer, "_write_metrics_log", crash)
-        assert {s for _, s, _ in quiet_run(grid, only=only).outcomes} == {"failed"}
-
-
-def test_parked_checkpoint_resumes_on_a_fresh_machine(finished, tmp_path, monkeypatch):
-    straight_grid = finished[0]
-    grid = make_grid(tmp_path, parked_dir=str(tmp_path / "parked"))
-    crash_first_epochs(monkeypatch, grid, ["LGN-M"])
-    lines: list[str] = []
-    report = grid_module.park_grid(grid, only=["LGN-M"], log=lines.append)
-    assert [s for _, s, _ in report.outcomes] == ["parked", "parked"]
-    assert lines == ["LGN-M tiny s1: parked (epoch 1)", "LGN-M tiny s2: parked (epoch 1)",
-                     f"grid tiny: 2 cells: 2 parked (in {tmp_path / 'parked'})"]
-    parked = tmp_path / "parked" / "LGN-M-tiny-s1"
-    assert sorted(p.name for p in parked.iterdir()) == ["best.pt", "last.pt"]  # the crash skipped metrics.jsonl
-    assert (parked / "last.pt").read_bytes() == (Path(grid.output_dir) / "LGN-M-tiny-s1" / "last.pt").read_bytes()
-    again = grid_module.park_grid(grid, only=["LGN-M"], log=lambda m: None)  # as new: nothing copied
-    assert [(s, d) for _, s, d in again.outcomes] == [("kept", "epoch 1")] * 2
-
-    import shutil
-    shutil.rmtree(grid.output_dir)  # the machine is gone; only the parked folder survived
-    cells = expand_grid(grid, only=["LGN-M"])
-    assert [cell_status(c) for c in cells] == [("resume", "from parked epoch 1")] * 2
-    second = quiet_run(grid, only=["LGN-M"])
-    assert [s for _, s, _ in second.outcomes] == ["finished", "finished"]
-    assert not (tmp_path / "parked").exists()  # finished cells are unparked
-    for seed in (1, 2):
-        name = f"LGN-M-tiny-s{seed}.json"
-        resumed = json.loads((Path(grid.results_dir) / name).read_text())
-        straight = json.loads((Path(straight_grid.results_dir) / name).read_text())
-        for a, b in zip(resumed["history"], straight["history"], strict=True):
-            assert {k: a[k] for k in ("epoch", "test", "loss")} == {k: b[k] for k in ("epoch", "test", "loss")}
-
-
-def test_newer_local_checkpoint_wins_over_an_older_parked_one(tmp_path, monkeypatch):
-    grid = make_grid(tmp_path, parked_dir=str(tmp_path / "parked"), seeds=[1])
-    crash_first_epochs(monkeypatch, grid, ["MF"])
-    grid_module.park_grid(grid, only=["MF"], log=lambda m: None)
-    cell = expand_grid(grid, only=["MF"])[0]
-    assert cell_status(cell) == ("resume", "from epoch 1")  # same epoch locally: no restore needed
-    # a parked checkpoint of another config is ignored
-    other = expand_grid(make_grid(tmp_path, parked_dir=str(tmp_path / "parked"), seeds=[1],
-                                  set=[*TRAIN_SET, "train.lr=0.02"]), only=["MF"])[0]
-    import shutil
-    shutil.rmtree(grid.output_dir)
-    assert cell_status(other) == ("run", "")
-
-
-def test_a_cell_that_another_process_runs_is_skipped(tmp_path):
-    grid = make_grid(tmp_path, seeds=[1, 2])
-    cells = expand_grid(grid, only=["MF"])
-    with grid_module.cell_lock(cells[0]) as mine:
-        assert mine
-        with grid_module.cell_lock(cells[0]) as second:  # a second holder (another process) is refused
-            assert not second
-        assert cell_status(cells[0]) == ("busy", "another process runs it")
-        report = quiet_run(grid, only=["MF"])
-    assert [(c.seed, s) for c, s, _ in report.outcomes] == [(1, "busy"), (2, "finished")]
-    assert cell_status(cells[0]) == ("run", "")  # released
-    assert [c.seed for c in expand_grid(grid, seeds=[2])] == [2, 2]
-    with pytest.raises(ConfigError, match="--seeds: 9 is not a seed"):
-        expand_grid(grid, seeds=[9])
 
 
 # ------------------------------------------------------------------------------------ summary
