@@ -422,7 +422,8 @@ def park_grid(grid: GridSpec, only: list[str] | None = None, seeds: list[int] | 
             if kept is not None and (local is None or kept >= local):
                 status, detail = "kept", f"epoch {kept}"
             else:
-                status, detail = "parked", f"epoch {parking.park(run_dir_of(cell.config), cell.parked)}"
+                parking.park(run_dir_of(cell.config), cell.parked)
+                status, detail = "parked", f"epoch {local}"
         log(f"{cell.describe()}: {status}" + (f" ({detail})" if detail else ""))
         report.outcomes.append((cell, status, detail))
     parts = [f"{report.count(s)} {s}" for s in ("parked", "kept", "done", "run", "skipped") if report.count(s)]

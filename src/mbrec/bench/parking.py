@@ -20,16 +20,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from mbrec.train.checkpoint import atomic_write_bytes, load_checkpoint
+from mbrec.train.checkpoint import atomic_write_bytes
 
 PARKED_FILES = ("last.pt", "best.pt", "metrics.jsonl")
-
-
-def checkpoint_epoch(path: Path) -> int | None:
-    """The completed-epoch count stored in a ``last.pt``, or None when the file does not exist."""
-    if not path.exists():
-        return None
-    return int(load_checkpoint(path).get("epoch", 0))
 
 
 def copy_atomic(src: Path, dst: Path) -> None:
@@ -50,23 +43,19 @@ def copy_run_files(src_dir: Path, dst_dir: Path) -> None:
             dst.unlink()
 
 
-def park(run_dir: Path, parked: Path) -> int:
-    """Copy a run folder's resume files to ``parked``; returns the parked epoch."""
-    epoch = checkpoint_epoch(run_dir / "last.pt")
-    if epoch is None:
+def park(run_dir: Path, parked: Path) -> None:
+    """Copy a run folder's resume files to ``parked``."""
+    if not (run_dir / "last.pt").exists():
         raise FileNotFoundError(f"{run_dir / 'last.pt'}: no checkpoint to park")
     copy_run_files(run_dir, parked)
-    return epoch
 
 
-def restore(parked: Path, run_dir: Path) -> int:
-    """Copy a parked checkpoint back into the run folder; returns its epoch."""
-    epoch = checkpoint_epoch(parked / "last.pt")
-    if epoch is None:
+def restore(parked: Path, run_dir: Path) -> None:
+    """Copy a parked checkpoint back into the run folder."""
+    if not (parked / "last.pt").exists():
         raise FileNotFoundError(f"{parked / 'last.pt'}: no parked checkpoint")
     run_dir.mkdir(parents=True, exist_ok=True)
     copy_run_files(parked, run_dir)
-    return epoch
 
 
 def unpark(parked: Path) -> None:
