@@ -12,6 +12,8 @@ A grid file (YAML)::
     models:
       - {label: COPF, model: copf, config: "configs/copf_{dataset}.yaml", set: [params.layers=2]}
       - {label: MF-BPR, model: mf, datasets: [taobao]}   # no config file: model defaults + overrides
+      - {label: COPF-noise0.2, model: copf, config: "configs/copf_{dataset}.yaml",
+         set: [data.noise_ratio=0.2], noise_of: COPF}     # noise robustness row (mbrec.bench.analysis)
     baseline_labels: [MF-BPR]             # rows compared in the relative-gain line of the summary
     proposed_labels: [COPF]
 
@@ -66,13 +68,15 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 @dataclass
 class ModelEntry:
     """One row of the grid: ``label`` (unique row name), ``model`` (registry name), ``config`` (optional
-    YAML run config path, may contain ``{dataset}``), ``set`` overrides, ``datasets`` (optional subset)."""
+    YAML run config path, may contain ``{dataset}``), ``set`` overrides, ``datasets`` (optional subset),
+    ``noise_of`` (the clean row this row adds ``data.noise_ratio`` noise to: the summary reports the drop)."""
 
     label: str = ""
     model: str = ""
     config: str | None = None
     set: list[str] = field(default_factory=list)
     datasets: list[str] | None = None
+    noise_of: str | None = None
 
 
 @dataclass
@@ -121,6 +125,8 @@ class GridSpec:
             unknown = [d for d in entry.datasets or [] if d not in self.datasets]
             if unknown:
                 raise ConfigError(f"models[{i}].datasets: {unknown[0]!r} is not one of the grid's datasets")
+            if entry.noise_of is not None and (entry.noise_of not in self.labels or entry.noise_of == entry.label):
+                raise ConfigError(f"models[{i}].noise_of: {entry.noise_of!r} must be the label of another row")
         for key in ("baseline_labels", "proposed_labels"):
             unknown = [lab for lab in getattr(self, key) if lab not in self.labels]
             if unknown:
@@ -341,6 +347,7 @@ def write_grid_meta(grid: GridSpec, grid_file: str | None) -> Path:
     atomic_write_json(path, {"name": grid.name, "grid_file": grid_file, "labels": grid.labels,
                              "models": {m.label: m.model for m in grid.models},
                              "baseline_labels": grid.baseline_labels, "proposed_labels": grid.proposed_labels,
+                             "noise_of": {m.label: m.noise_of for m in grid.models if m.noise_of},
                              "datasets": grid.datasets, "seeds": grid.seeds})
     return path
 

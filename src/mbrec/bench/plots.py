@@ -3,6 +3,8 @@
 * ``plots/bars_<dataset>.png`` — per dataset, one group of bars per model: HR@10 and NDCG@10 (or the
   first two table metrics the runs have) under the paper protocol, mean over seeds with ±1 sample std
   error bars (:mod:`mbrec.bench.summary`).
+* ``plots/groups_<dataset>.png`` — per dataset with group metrics (:mod:`mbrec.bench.analysis`), the first
+  group metric per user group, one bar series per model (mean over seeds, ±1 std error bars).
 * ``plots/curves/<run name>.png`` — per run, the first two table metrics against the epoch for every
   evaluation of its history: test solid, validation dashed when the run has it.
 
@@ -60,6 +62,26 @@ def plot_bars(section: dict, dataset: str, path: Path) -> Path:
     return _save_png(fig, path)
 
 
+def plot_group_bars(section: dict, dataset: str, path: Path) -> Path:
+    """Bars of the first group metric: groups on the x axis, one series per model, ±std error bars."""
+    metric, rows = section["metrics"][0], section["rows"]
+    labels = [f"{g}\n({n:,} users)" for g, n in zip(section["groups"], section["n_users"], strict=True)]
+    fig = _new_figure(max(4.5, 1.3 * len(labels) + 1.5), 3.6)
+    ax = fig.add_subplot()
+    x = np.arange(len(labels))
+    width = 0.8 / max(len(rows), 1)
+    for j, row in enumerate(rows):
+        stats = row["metrics"][metric]
+        ax.bar(x + (j - (len(rows) - 1) / 2) * width, [s["mean"] for s in stats], width,
+               yerr=[s["std"] or 0.0 for s in stats], capsize=2, label=row["label"])
+    ax.set_xticks(x, labels)
+    ax.set_xlabel("target training interactions per user")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{dataset}: {metric} by user group")
+    ax.legend(fontsize="small")
+    return _save_png(fig, path)
+
+
 def plot_curve(record: dict, path: Path) -> Path:
     """Metric vs epoch for one run: test solid, validation dashed."""
     from matplotlib.ticker import MaxNLocator
@@ -92,6 +114,8 @@ def plot_results(results_dir: str | Path, out_dir: str | Path | None = None) -> 
         section = ds["protocols"].get("paper")
         if section is not None:
             written.append(plot_bars(section, name, out / f"bars_{dataset_slug(name)}.png"))
+        if ds.get("groups") and ds["groups"]["rows"]:
+            written.append(plot_group_bars(ds["groups"], name, out / f"groups_{dataset_slug(name)}.png"))
     for record in load_records(results_dir):
         if record["history"]:
             cfg = record["config"]

@@ -17,6 +17,8 @@ a single seed shows the mean only). With ``baseline_labels`` / ``proposed_labels
 best proposed row :math:`P` over the best baseline row :math:`B` (best = highest mean for that metric) and
 the p-value of a paired t-test (``scipy.stats.ttest_rel``) over their common seeds (needs >= 2 seeds and
 paired differences that are not all equal, else the t statistic is undefined and the table says n/a).
+Records with ``groups`` add a per-group table and rows with ``noise_of`` a noise-robustness table
+(:mod:`mbrec.bench.analysis`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from mbrec.bench.analysis import group_section, noise_section, render_groups, render_noise
 from mbrec.bench.grid import GRID_META_FILE, dataset_slug
 from mbrec.bench.papers import PaperNumbers, compare_with_papers, render_comparison
 from mbrec.config import ConfigError
@@ -181,7 +184,10 @@ def build_summary(results_dir: str | Path, papers: PaperNumbers | None = None) -
                     "comparison": compare_best(rows, metrics, meta.get("baseline_labels", []),
                                                meta.get("proposed_labels", [])),
                 }
-        datasets[name] = {"seeds": sorted({record_seed(r) for r in subset}), "protocols": protocols}
+        datasets[name] = {"seeds": sorted({record_seed(r) for r in subset}), "protocols": protocols,
+                          "groups": group_section(subset, labels, record_label, record_seed),
+                          "noise": noise_section(protocols["paper"]["rows"], subset, meta.get("noise_of", {}),
+                                                 record_label) if "paper" in protocols else []}
     summary = {
         "name": meta.get("name", Path(results_dir).name),
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -269,6 +275,10 @@ def render_markdown(summary: dict) -> str:
                 lines += render_protocol(ds["protocols"][protocol])
             else:
                 lines.append("Not available: the runs have no validation metrics (data.validation: holdout).")
+        if ds.get("groups"):
+            lines += ["", "### Metrics by user group", "", *render_groups(ds["groups"], format_stat)]
+        if ds.get("noise"):
+            lines += ["", "### Noise robustness", "", *render_noise(ds["noise"])]
     if summary.get("papers", {}).get("rows"):
         lines += ["", "## Against the papers", "", *render_comparison(summary["papers"]["rows"],
                                                                     summary["papers"]["tolerance"])]

@@ -5,6 +5,8 @@
   process runs are skipped; ``--set`` overrides every cell); ``--dry-run`` prints each cell's status only.
 * ``mbrec bench park GRID.yaml [--only LABEL ...] [--seeds N ...]`` — copy the checkpoints of unfinished
   cells into the grid's parked folder (to commit), from which the next ``run`` on any machine resumes.
+* ``mbrec bench groups GRID.yaml [--only LABEL ...] [--seeds N ...]`` — add the per-user-group metrics to
+  finished cells' records that lack them, from their run folders' ``best.pt`` (new runs record them).
 * ``mbrec bench summary RESULTS_DIR ... [--papers FILE] [--readme README.md]`` — write
   ``summary.md``/``summary.json`` per folder; ``--papers`` adds the comparison with the papers' numbers
   (``benchmarks/paper_numbers.yaml``); with ``--readme``, replace the README's generated results tables.
@@ -24,10 +26,10 @@ from mbrec.config import ConfigError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``bench`` and its ``run``/``summary``/``plot`` subcommands on a subparsers object."""
+    """Register ``bench`` and its ``run``/``park``/``groups``/``summary``/``plot`` subcommands on a subparsers object."""
     bench = subparsers.add_parser("bench", help="benchmark grids: run, summary tables, plots",
                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = bench.add_subparsers(dest="bench_command", required=True, metavar="{run,park,summary,plot}")
+    sub = bench.add_subparsers(dest="bench_command", required=True, metavar="{run,park,groups,summary,plot}")
 
     run = sub.add_parser("run", help="run the cells of a grid file (resumable)")
     run.add_argument("grid", metavar="GRID.yaml", help="grid file, e.g. benchmarks/grids/smoke.yaml")
@@ -48,6 +50,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     park.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                       help="the same --set values the cells were run with (they are part of a cell's config)")
     park.set_defaults(handler=park_command)
+
+    groups = sub.add_parser("groups", help="add per-user-group metrics to finished cells' records")
+    groups.add_argument("grid", metavar="GRID.yaml")
+    groups.add_argument("--only", action="extend", nargs="+", metavar="LABEL", help="only these labels")
+    groups.add_argument("--seeds", action="extend", nargs="+", type=int, metavar="N", help="only these seeds")
+    groups.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="the same --set values the cells were run with")
+    groups.set_defaults(handler=groups_command)
 
     summary = sub.add_parser("summary", help="write summary.md and summary.json of results folders")
     summary.add_argument("results_dirs", metavar="RESULTS_DIR", nargs="+")
@@ -85,6 +95,17 @@ def park_command(args: argparse.Namespace) -> int:
 
     try:
         park_grid(load_grid(args.grid), only=args.only, seeds=args.seeds, extra_set=args.overrides)
+    except ConfigError as e:
+        return _config_error(e)
+    return 0
+
+
+def groups_command(args: argparse.Namespace) -> int:
+    from mbrec.bench.analysis import backfill_groups
+    from mbrec.bench.grid import load_grid
+
+    try:
+        backfill_groups(load_grid(args.grid), only=args.only, seeds=args.seeds, extra_set=args.overrides)
     except ConfigError as e:
         return _config_error(e)
     return 0

@@ -2,7 +2,8 @@
 
 The result record (``result.json`` in the run folder, and a copy in ``results_dir`` when set) holds
 ``model, dataset, protocol, seed, epochs, wall_seconds, device, command, config, metrics`` (test
-metrics of the selected evaluation), ``history`` (every evaluation) and more. Tables and plots are
+metrics of the selected evaluation), ``history`` (every evaluation), ``groups`` (the selected model's test
+metrics per user group of target-training size, :func:`selected_groups`) and more. Tables and plots are
 generated from these files.
 """
 
@@ -112,10 +113,32 @@ def run_training(cfg: RunConfig, resume: bool = False, command: str | None = Non
     fit = trainer.fit(resume=resume)
     command = command or " ".join(shlex.quote(a) for a in ["mbrec", *sys.argv[1:]])
     record = make_record(cfg, dataset, fit, device, command)
+    if (run_dir / "best.pt").exists():
+        record["groups"] = selected_groups(cfg, dataset, run_dir / "best.pt", model)
     atomic_write_json(run_dir / "result.json", record)
     if cfg.results_dir:
         atomic_write_json(Path(cfg.results_dir) / f"{cfg.run_name()}.json", record)
     return record
+
+
+def selected_groups(cfg: RunConfig, dataset: MultiBehaviorDataset, best: str | Path,
+                    model: Recommender | None = None) -> dict | None:
+    """Test metrics per user group (:func:`mbrec.eval.groups.group_metrics`, default bounds) of the model
+    saved in ``best`` (the run's selected evaluation), loaded into ``model`` (built when None).
+    None when the dataset has no test users."""
+    from mbrec.eval.evaluator import evaluate
+    from mbrec.eval.groups import DEFAULT_BOUNDS, group_metrics
+
+    if len(dataset.eval_users("test")) == 0:
+        return None
+    if model is None:
+        model, _ = build_for_run(cfg, dataset, skip_warm_start=True)
+    state = load_checkpoint(best, map_location=model.device_)
+    model.load_state_dict(state["model"])
+    result = evaluate(model, dataset, split="test", ks=cfg.train.ks, batch_size=cfg.train.eval_batch_size,
+                      mask_behaviors=cfg.data.mask_behaviors)
+    return {"protocol": cfg.train.protocol, "epoch": state.get("epoch"), "split": "test",
+            "bounds": list(DEFAULT_BOUNDS), "rows": group_metrics(result, dataset)}
 
 
 def load_trained(checkpoint: str | Path, device: str = "auto", data_root: str | None = None):
