@@ -40,6 +40,7 @@ from mbrec.graph import SparseOperator
 from mbrec.graph.spmm import csr_product
 from mbrec.models import build_model
 from mbrec.models.copf import COPF, DFME, detached_behaviors
+from mbrec.train.allocator import keep_freed_memory
 from mbrec.train.checkpoint import atomic_write_json
 from mbrec.train.trainer import make_optimizer
 
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_copf_step.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    keep_freed_memory()                 # as training does (mbrec.train.allocator)
     load_before = load_average()
     ds = load_or_skip("taobao")
 

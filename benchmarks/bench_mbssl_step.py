@@ -61,6 +61,7 @@ from mbrec.graph.spmm import csr_product
 from mbrec.losses.nonsampling import nonsampling_loss
 from mbrec.models import build_model
 from mbrec.models.mbssl import MBSSL, FalseNegatives, draw_target_view
+from mbrec.train.allocator import keep_freed_memory
 from mbrec.train.checkpoint import atomic_write_json
 from mbrec.train.hmg import HMG
 from mbrec.train.trainer import make_optimizer
@@ -244,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_mbssl_step.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    keep_freed_memory()                 # as training does (mbrec.train.allocator)
     load_before = load_average()
     ds = load_or_skip("beibei")
 

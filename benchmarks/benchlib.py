@@ -41,10 +41,18 @@ def machine_record(load_before: list[float] | None = None) -> dict:
     record = {"description": describe_device(torch.device("cpu"))}
     if load_before is None:
         record["platform"] = platform.platform()
-    record |= {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    record |= {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+               "malloc_tuning": _malloc_state()}
     if load_before is None:
         return record | {"python": platform.python_version(), "load_average_1_5_15": load_average()}
     return record | {"load_average_before": load_before, "load_average_after": load_average()}
+
+
+def _malloc_state() -> bool:
+    """Whether :func:`mbrec.train.allocator.keep_freed_memory` is in effect in this process."""
+    from mbrec.train import allocator
+
+    return bool(allocator._applied)
 
 
 def command_record() -> str:

@@ -22,6 +22,7 @@ import mbrec
 from mbrec.config import ConfigError, RunConfig, to_dict
 from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.models.base import Recommender, build_model
+from mbrec.train.allocator import keep_freed_memory
 from mbrec.train.checkpoint import atomic_write_json, load_checkpoint
 from mbrec.train.seeding import resolve_device, seed_everything
 from mbrec.train.trainer import FitResult, Trainer
@@ -68,6 +69,7 @@ def build_for_run(cfg: RunConfig, dataset: MultiBehaviorDataset,
                   skip_warm_start: bool = False) -> tuple[Recommender, torch.device]:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    keep_freed_memory()
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model, dataset, cfg.params, device=device, skip_warm_start=skip_warm_start)

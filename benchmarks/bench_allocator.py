@@ -1,0 +1,74 @@
+r"""The glibc allocator settings (:mod:`mbrec.train.allocator`): COPF Taobao step with and without them.
+
+Runs ``bench_copf_step.py`` (one COPF training step on Taobao: sample, forward, backward, Adam; medians
+over ``--steps``) in fresh processes, alternately with ``MBREC_MALLOC_TUNING=0`` (glibc defaults) and
+with the tuning, ``--rounds`` times each, and reports the median step time of each setting, their ratio
+(default / tuned: > 1 means the tuning is faster) and the minor page faults of each process.
+
+    python benchmarks/bench_allocator.py --threads 2 --steps 5 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchlib import command_record, load_average, machine_record
+
+from mbrec.train.checkpoint import atomic_write_json
+
+ROOT = Path(__file__).resolve().parent
+
+
+def one_run(tuned: bool, threads: int, steps: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["MBREC_MALLOC_TUNING"] = "1" if tuned else "0"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "step.json"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
+        subprocess.run([sys.executable, str(ROOT / "bench_copf_step.py"), "--threads", str(threads),
+                        "--steps", str(steps), "--out", str(out)], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+        faults = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - before
+        record = json.loads(out.read_text())
+    if record["machine"]["malloc_tuning"] != tuned:
+        raise SystemExit(f"the step benchmark ran with malloc_tuning={record['machine']['malloc_tuning']}")
+    return {"step_wall_s": record["medians"]["step"]["wall_s"], "kernels_wall_s":
+            record["medians"]["sparse"]["wall_s"] + record["medians"]["contrastive"]["wall_s"],
+            "minor_page_faults": faults}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2, help="processes per setting, alternating")
+    parser.add_argument("--out", default=str(ROOT / "results" / "bench_allocator.json"))
+    args = parser.parse_args(argv)
+    load_before = load_average()
+    runs = {"default": [], "tuned": []}
+    for r in range(args.rounds):
+        for name in ("default", "tuned"):
+            runs[name].append(one_run(name == "tuned", args.threads, args.steps))
+            print(f"round {r + 1} {name}: step {runs[name][-1]['step_wall_s']:.3f} s, "
+                  f"{runs[name][-1]['minor_page_faults']:,} minor page faults", flush=True)
+    median = {name: statistics.median(x["step_wall_s"] for x in values) for name, values in runs.items()}
+    ratio = median["default"] / median["tuned"]
+    print(f"median step: glibc defaults {median['default']:.3f} s, tuned {median['tuned']:.3f} s -> "
+          f"ratio {ratio:.3f}")
+    atomic_write_json(args.out, {
+        "benchmark": "COPF Taobao step: glibc allocator defaults vs mbrec.train.allocator tuning",
+        "command": command_record(), "machine": machine_record(load_before), "threads": args.threads,
+        "steps": args.steps, "rounds": args.rounds, "runs": runs, "median_step_wall_s": median,
+        "ratio_default_over_tuned": ratio})
+
+
+if __name__ == "__main__":
+    main()
