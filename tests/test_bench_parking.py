@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from bench_helpers import TRAIN_SET, make_grid, quiet_run
 
 from mbrec.bench import grid as grid_module
@@ -39,6 +40,13 @@ def test_parked_checkpoint_resumes_on_a_fresh_machine(finished, tmp_path, monkey
     assert (parked / "last.pt").read_bytes() == (Path(grid.output_dir) / "LGN-M-tiny-s1" / "last.pt").read_bytes()
     again = grid_module.park_grid(grid, only=["LGN-M"], log=lambda m: None)  # as new: nothing copied
     assert [(s, d) for _, s, d in again.outcomes] == [("kept", "epoch 1")] * 2
+    # the evaluations so far are in the results folder, with the command that resumes the cell
+    progress = Path(grid.results_dir) / "progress-LGN-M-tiny-s1.jsonl"
+    head, *entries = [json.loads(line) for line in progress.read_text().splitlines()]
+    assert head["progress_of"] == "LGN-M-tiny-s1" and head["epoch"] == 1 and "not a result" in head["note"]
+    assert head["command"] == "mbrec bench run tiny --only LGN-M --seeds 1"
+    assert entries == torch.load(parked / "last.pt", weights_only=False)["history"]
+    assert [e["epoch"] for e in entries] == [1]
 
     shutil.rmtree(grid.output_dir)  # the machine is gone; only the parked folder survived
     cells = expand_grid(grid, only=["LGN-M"])
@@ -46,6 +54,7 @@ def test_parked_checkpoint_resumes_on_a_fresh_machine(finished, tmp_path, monkey
     second = quiet_run(grid, only=["LGN-M"])
     assert [s for _, s, _ in second.outcomes] == ["finished", "finished"]
     assert not (tmp_path / "parked").exists()  # finished cells are unparked
+    assert not progress.exists()                 # and their progress logs replaced by the records
     for seed in (1, 2):
         name = f"LGN-M-tiny-s{seed}.json"
         resumed = json.loads((Path(grid.results_dir) / name).read_text())

@@ -54,12 +54,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from mbrec.bench import parking
 from mbrec.config import ConfigError, RunConfig, apply_overrides, from_dict, read_yaml_mapping, to_dict
 from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.models.base import model_class
 from mbrec.train.checkpoint import atomic_write_json, load_checkpoint
-from mbrec.train.runner import load_run_dataset, run_dir_of, run_training
+from mbrec.train.runner import describe_device, load_run_dataset, run_dir_of, run_training
 
 GRID_META_FILE = "grid.json"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -406,6 +408,7 @@ def run_grid(grid: GridSpec, only: list[str] | None = None, dry_run: bool = Fals
                 continue
             if cell.parked is not None:
                 parking.unpark(cell.parked)
+            parking.progress_path(grid.results_path, cell.name).unlink(missing_ok=True)
         metric = cfg.train.select_metric
         value = record["metrics"].get(metric)
         shown = f"{metric}={value:.4f}" if value is not None else "no evaluation"
@@ -416,11 +419,14 @@ def run_grid(grid: GridSpec, only: list[str] | None = None, dry_run: bool = Fals
 
 
 def park_grid(grid: GridSpec, only: list[str] | None = None, seeds: list[int] | None = None,
-              log: Callable[[str], None] = print, extra_set: list[str] | None = None) -> GridReport:
+              log: Callable[[str], None] = print, extra_set: list[str] | None = None,
+              grid_file: str | None = None) -> GridReport:
     """Park every unfinished cell whose run folder has a checkpoint newer than its parked one
-    (:mod:`mbrec.bench.parking`). Outcomes: ``parked`` (copied now), ``kept`` (the parked copy is as new),
+    (:mod:`mbrec.bench.parking`) and write its evaluations so far to the results folder
+    (``progress-<cell>.jsonl``). Outcomes: ``parked`` (copied now), ``kept`` (the parked copy is as new),
     or the cell's status (``done``, ``run``, ``skipped``) when there is nothing to park. A cell that is
     running now is parked too: its ``last.pt`` is only ever replaced whole."""
+    machine = describe_device(torch.device("cpu")).rsplit(",", 1)[0]    # without this process's thread count
     report = GridReport()
     for cell in expand_grid(grid, only, extra_set, seeds):
         status, detail = cell_status(cell, check_lock=False)
@@ -431,6 +437,12 @@ def park_grid(grid: GridSpec, only: list[str] | None = None, seeds: list[int] | 
             else:
                 parking.park(run_dir_of(cell.config), cell.parked)
                 status, detail = "parked", f"epoch {local}"
+                command = (f"mbrec bench run {grid_file or grid.name} --only {cell.label} --seeds {cell.seed}"
+                           + "".join(f" --set {item}" for item in extra_set or []))
+                parking.write_progress(parking.progress_path(grid.results_path, cell.name),
+                                       run_dir_of(cell.config), {"command": command, "epoch": local,
+                                                                 "parked_on": machine,
+                                                                 "parked": str(cell.parked)})
         log(f"{cell.describe()}: {status}" + (f" ({detail})" if detail else ""))
         report.outcomes.append((cell, status, detail))
     parts = [f"{report.count(s)} {s}" for s in ("parked", "kept", "done", "run", "skipped") if report.count(s)]

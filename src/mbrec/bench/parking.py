@@ -13,14 +13,20 @@ same config exists, :func:`mbrec.bench.grid.cell_status` reports ``resume (from 
 grid restores the parked files into the run folder and resumes there (bit-identically: the checkpoint
 holds the RNG states). A cell that finishes removes its parked folder. Every copy is atomic (temporary
 file + rename), so an interrupted park or restore never leaves half a checkpoint.
+
+Parking also writes the cell's evaluations so far to ``<results_dir>/progress-<cell name>.jsonl``
+(:func:`write_progress`: a header line with the command, machine and epoch, then one line per evaluation,
+monitor evaluations included), so every number quoted for an unfinished run is in the results folder;
+the cell's final record replaces it when it finishes.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
-from mbrec.train.checkpoint import atomic_write_bytes
+from mbrec.train.checkpoint import atomic_write_bytes, load_checkpoint
 
 PARKED_FILES = ("last.pt", "best.pt", "metrics.jsonl")
 
@@ -65,3 +71,19 @@ def unpark(parked: Path) -> None:
     parent = parked.parent
     if parent.exists() and not any(parent.iterdir()):
         parent.rmdir()
+
+
+def progress_path(results_dir: Path, cell_name: str) -> Path:
+    return Path(results_dir) / f"progress-{cell_name}.jsonl"
+
+
+def write_progress(path: Path, run_dir: Path, header: dict) -> None:
+    """``header`` (plus a note that this is no result), then every evaluation in the run folder's
+    ``last.pt`` (scheduled and monitor evaluations, by epoch), one JSON line each, written atomically."""
+    state = load_checkpoint(run_dir / "last.pt")
+    entries = sorted(state.get("history", []) + state.get("monitor", []), key=lambda e: e["epoch"])
+    head = {"progress_of": path.stem.removeprefix("progress-"),
+            "note": "evaluations of an unfinished (parked) run, not a result; 'seconds' = training seconds "
+                    "so far", **header}
+    text = "\n".join(json.dumps(line) for line in [head, *entries]) + "\n"
+    atomic_write_bytes(path, lambda fh: fh.write(text.encode("utf-8")))

@@ -94,7 +94,8 @@ def park_command(args: argparse.Namespace) -> int:
     from mbrec.bench.grid import load_grid, park_grid
 
     try:
-        park_grid(load_grid(args.grid), only=args.only, seeds=args.seeds, extra_set=args.overrides)
+        park_grid(load_grid(args.grid), only=args.only, seeds=args.seeds, extra_set=args.overrides,
+                  grid_file=args.grid)
     except ConfigError as e:
         return _config_error(e)
     return 0
