@@ -31,32 +31,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = bench.add_subparsers(dest="bench_command", required=True, metavar="{run,park,groups,summary,plot}")
 
-    run = sub.add_parser("run", help="run the cells of a grid file (resumable)")
-    run.add_argument("grid", metavar="GRID.yaml", help="grid file, e.g. benchmarks/grids/smoke.yaml")
-    run.add_argument("--only", action="extend", nargs="+", metavar="LABEL",
-                     help="run only these model labels")
-    run.add_argument("--seeds", action="extend", nargs="+", type=int, metavar="N",
-                     help="run only these seeds (e.g. one process per seed)")
-    run.add_argument("--dry-run", action="store_true", help="print each cell's status, run nothing")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                     help="override every cell, e.g. --set train.threads=1 (threads and progress do not "
+    run = _cell_selection(sub.add_parser("run", help="run the cells of a grid file (resumable)"),
+                          "override every cell, e.g. --set train.threads=1 (threads and progress do not "
                           "change a cell's identity)")
+    run.add_argument("--dry-run", action="store_true", help="print each cell's status, run nothing")
     run.set_defaults(handler=run_command)
 
-    park = sub.add_parser("park", help="copy unfinished cells' checkpoints to the grid's parked folder")
-    park.add_argument("grid", metavar="GRID.yaml")
-    park.add_argument("--only", action="extend", nargs="+", metavar="LABEL", help="park only these labels")
-    park.add_argument("--seeds", action="extend", nargs="+", type=int, metavar="N", help="only these seeds")
-    park.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                      help="the same --set values the cells were run with (they are part of a cell's config)")
+    park = _cell_selection(sub.add_parser("park", help="copy unfinished cells' checkpoints to the grid's "
+                                                       "parked folder"), _SAME_SET)
     park.set_defaults(handler=park_command)
 
-    groups = sub.add_parser("groups", help="add per-user-group metrics to finished cells' records")
-    groups.add_argument("grid", metavar="GRID.yaml")
-    groups.add_argument("--only", action="extend", nargs="+", metavar="LABEL", help="only these labels")
-    groups.add_argument("--seeds", action="extend", nargs="+", type=int, metavar="N", help="only these seeds")
-    groups.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="the same --set values the cells were run with")
+    groups = _cell_selection(sub.add_parser("groups", help="add per-user-group metrics to finished cells' "
+                                                           "records"), _SAME_SET)
     groups.set_defaults(handler=groups_command)
 
     summary = sub.add_parser("summary", help="write summary.md and summary.json of results folders")
@@ -71,6 +57,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     plot.add_argument("results_dir", metavar="RESULTS_DIR")
     plot.set_defaults(handler=plot_command)
     return bench
+
+
+_SAME_SET = "the same --set values the cells were run with (they are part of a cell's config)"
+
+
+def _cell_selection(parser: argparse.ArgumentParser, set_help: str) -> argparse.ArgumentParser:
+    """The grid file and the options that pick its cells: ``--only``, ``--seeds``, ``--set``."""
+    parser.add_argument("grid", metavar="GRID.yaml", help="grid file, e.g. benchmarks/grids/smoke.yaml")
+    parser.add_argument("--only", action="extend", nargs="+", metavar="LABEL", help="only these model labels")
+    parser.add_argument("--seeds", action="extend", nargs="+", type=int, metavar="N",
+                        help="only these seeds (e.g. one process per seed)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help=set_help)
+    return parser
 
 
 def _config_error(e: ConfigError) -> int:
