@@ -95,7 +95,8 @@ def test_summary_group_table_is_the_mean_and_std_over_seeds(finished):
 
 
 def hand(label: str, seed: int, hr: float, ratio: float = 0.0) -> dict:
-    return {"model": "m", "dataset": "d", "device": "cpu: test", "metrics": {"HR@10": hr},
+    dataset = f"d-noise{ratio:g}" if ratio else "d"     # as inject_noise names the noisy dataset
+    return {"model": "m", "dataset": dataset, "device": "cpu: test", "metrics": {"HR@10": hr},
             "config": {"name": f"{label}-d-s{seed}", "dataset": "d", "data": {"noise_ratio": ratio},
                        "train": {"seed": seed, "select_metric": "HR@10"}},
             "history": [{"epoch": 1, "test": {"HR@10": hr, "NDCG@10": hr / 2}}]}
@@ -109,6 +110,7 @@ def test_noise_rows_report_the_relative_drop_of_the_seed_means(tmp_path):
         (folder / f"A-noise-d-s{seed}.json").write_text(json.dumps(hand("A-noise", seed, noisy, 0.2)))
     (folder / "grid.json").write_text(json.dumps({"labels": ["A", "A-noise"], "noise_of": {"A-noise": "A"}}))
     summary = build_summary(folder)
+    assert list(summary["datasets"]) == ["d"]            # noisy rows share their clean rows' table
     (entry,) = summary["datasets"]["d"]["noise"]
     assert entry["clean"] == "A" and entry["noise_ratio"] == [0.2] and entry["seeds"] == [1, 2]
     # clean mean 0.25, noisy mean 0.18: drop 28 %

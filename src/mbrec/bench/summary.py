@@ -75,6 +75,13 @@ def record_seed(record: dict) -> int:
     return int(record["config"]["train"]["seed"])
 
 
+def record_dataset(record: dict) -> str:
+    """The record's dataset name without the ``-noise<p>`` suffix of a noise-robustness run
+    (:func:`mbrec.eval.noise.inject_noise`), so noisy rows share the table of their clean rows."""
+    ratio = float(record["config"].get("data", {}).get("noise_ratio", 0.0) or 0.0)
+    return record["dataset"].removesuffix(f"-noise{ratio:g}") if ratio > 0 else record["dataset"]
+
+
 def record_label(record: dict) -> str:
     """The grid label, from the run name ``<label>-<dataset>-s<seed>``; the model name otherwise."""
     cfg = record["config"]
@@ -173,8 +180,8 @@ def build_summary(results_dir: str | Path, papers: PaperNumbers | None = None) -
     meta = load_grid_meta(results_dir)
     labels = meta.get("labels", [])
     datasets = {}
-    for name in sorted({r["dataset"] for r in records}, key=_dataset_order(meta, records)):
-        subset = [r for r in records if r["dataset"] == name]
+    for name in sorted({record_dataset(r) for r in records}, key=_dataset_order(meta, records)):
+        subset = [r for r in records if record_dataset(r) == name]
         protocols = {}
         for protocol in PROTOCOLS:
             rows, metrics = aggregate_rows(subset, protocol, labels)
@@ -210,7 +217,7 @@ def _dataset_order(meta: dict, records: list[dict]):
     first_spec = {}
     for r in records:
         spec = r["config"]["dataset"]
-        first_spec.setdefault(r["dataset"], specs.index(spec) if spec in specs else len(specs))
+        first_spec.setdefault(record_dataset(r), specs.index(spec) if spec in specs else len(specs))
     return lambda name: (first_spec[name], name)
 
 
