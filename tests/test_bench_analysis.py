@@ -90,8 +90,10 @@ def test_summary_group_table_is_the_mean_and_std_over_seeds(finished):
                   ["groups"]["rows"][0]["metrics"]["HR@10"] for s in (1, 2)]
         stat = rows[label]["metrics"]["HR@10"][0]
         assert stat["mean"] == pytest.approx(np.mean(values)) and stat["std"] == pytest.approx(np.std(values, ddof=1))
+    assert rows["MF"]["metrics"]["HR@10"][1] is None          # an empty group has no value
     md = render_markdown(summary)
     assert "### Metrics by user group" in md and f"<9 ({DATASET.n_users:,})" in md
+    assert "| MF | 2 | " in md and "| – | – | – | – |" in md
 
 
 def hand(label: str, seed: int, hr: float, ratio: float = 0.0) -> dict:

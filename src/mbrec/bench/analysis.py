@@ -80,6 +80,11 @@ def _stat(values: list[float]) -> dict:
             "values": [float(v) for v in values]}
 
 
+def _stat_or_none(values: list[float | None]) -> dict | None:
+    """Mean and std of a group's values over seeds; None for an empty group (no value)."""
+    return None if any(v is None for v in values) else _stat(values)
+
+
 def group_section(records: list[dict], labels: list[str], label_of: Callable[[dict], str],
                   seed_of: Callable[[dict], int]) -> dict | None:
     """Per row: group metrics averaged over its seeds; rows whose records disagree on the groups or lack
@@ -100,7 +105,7 @@ def group_section(records: list[dict], labels: list[str], label_of: Callable[[di
         runs = sorted(by_label[label], key=seed_of)
         if any([r["group"] for r in run["groups"]["rows"]] != names for run in runs):
             continue
-        cells = {m: [_stat([run["groups"]["rows"][g]["metrics"][m] or 0.0 for run in runs])
+        cells = {m: [_stat_or_none([run["groups"]["rows"][g]["metrics"][m] for run in runs])
                      for g in range(len(names))] for m in metrics}
         rows.append({"label": label, "seeds": [seed_of(r) for r in runs],
                      "protocol": runs[0]["groups"].get("protocol"), "metrics": cells})
@@ -114,8 +119,9 @@ def render_groups(section: dict, format_stat: Callable[[dict], str]) -> list[str
     for m in section["metrics"]:
         lines += ["", f"{m}:", "", "| model | seeds | " + " | ".join(head) + " |",
                   "|" + "|".join("---" for _ in range(len(head) + 2)) + "|"]
-        lines += [f"| {r['label']} | {len(r['seeds'])} | " + " | ".join(format_stat(s) for s in r["metrics"][m])
-                  + " |" for r in section["rows"]]
+        lines += [f"| {r['label']} | {len(r['seeds'])} | "
+                  + " | ".join("–" if s is None else format_stat(s) for s in r["metrics"][m]) + " |"
+                  for r in section["rows"]]
     return lines
 
 

@@ -72,8 +72,8 @@ def plot_group_bars(section: dict, dataset: str, path: Path) -> Path:
     width = 0.8 / max(len(rows), 1)
     for j, row in enumerate(rows):
         stats = row["metrics"][metric]
-        ax.bar(x + (j - (len(rows) - 1) / 2) * width, [s["mean"] for s in stats], width,
-               yerr=[s["std"] or 0.0 for s in stats], capsize=2, label=row["label"])
+        ax.bar(x + (j - (len(rows) - 1) / 2) * width, [np.nan if s is None else s["mean"] for s in stats], width,
+               yerr=[0.0 if s is None else s["std"] or 0.0 for s in stats], capsize=2, label=row["label"])
     ax.set_xticks(x, labels)
     ax.set_xlabel("target training interactions per user")
     ax.set_ylabel(metric)
