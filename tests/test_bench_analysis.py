@@ -15,8 +15,8 @@ from mbrec.bench.summary import build_summary, render_markdown
 from mbrec.config import ConfigError, RunConfig, from_dict
 from mbrec.eval.evaluator import evaluate
 from mbrec.eval.groups import assign_groups
-from mbrec.train.runner import build_for_run
 from mbrec.train.checkpoint import load_checkpoint
+from mbrec.train.runner import build_for_run
 
 
 def test_records_hold_the_group_metrics_of_the_selected_model(finished):

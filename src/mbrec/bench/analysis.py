@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mbrec.bench.grid import GridSpec, cell_status, expand_grid
-from mbrec.config import RunConfig, to_dict
+from mbrec.bench.grid import GridSpec, cell_status, dataset_key, expand_grid
+from mbrec.config import RunConfig
 from mbrec.train.checkpoint import atomic_write_json
 
 GROUP_METRICS = ("HR@10", "NDCG@10")
@@ -58,7 +58,7 @@ def backfill_groups(grid: GridSpec, only: list[str] | None = None, seeds: list[i
             elif not best.exists():
                 outcome = "no checkpoint"
             else:
-                key = json.dumps([cfg.dataset, to_dict(cfg.data)])
+                key = dataset_key(cfg)
                 if loaded is None or loaded[0] != key:
                     loaded = None
                     loaded = (key, load_dataset(cfg))
@@ -74,7 +74,8 @@ def backfill_groups(grid: GridSpec, only: list[str] | None = None, seeds: list[i
 
 
 # ------------------------------------------------------------------------------------ groups
-def _stat(values: list[float]) -> dict:
+def mean_std(values: list[float]) -> dict:
+    """``{mean, std, values}`` over seeds; ``std`` is the sample std (``ddof=1``), None for one value."""
     arr = np.asarray(values, dtype=np.float64)
     return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else None,
             "values": [float(v) for v in values]}
@@ -82,7 +83,7 @@ def _stat(values: list[float]) -> dict:
 
 def _stat_or_none(values: list[float | None]) -> dict | None:
     """Mean and std of a group's values over seeds; None for an empty group (no value)."""
-    return None if any(v is None for v in values) else _stat(values)
+    return None if any(v is None for v in values) else mean_std(values)
 
 
 def group_section(records: list[dict], labels: list[str], label_of: Callable[[dict], str],

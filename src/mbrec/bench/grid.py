@@ -357,6 +357,17 @@ def write_grid_meta(grid: GridSpec, grid_file: str | None) -> Path:
 DatasetLoader = Callable[[RunConfig], MultiBehaviorDataset]
 
 
+def dataset_key(cfg: RunConfig) -> str:
+    """Cells with equal keys train on the same loaded dataset (same spec and data settings)."""
+    return json.dumps([cfg.dataset, to_dict(cfg.data)])
+
+
+def cell_command(grid: GridSpec, cell: Cell, grid_file: str | None, extra_set: list[str] | None) -> str:
+    """The command that runs (or resumes) exactly this cell, as recorded in its result or progress log."""
+    return (f"mbrec bench run {grid_file or grid.name} --only {cell.label} --seeds {cell.seed}"
+            + "".join(f" --set {item}" for item in extra_set or []))
+
+
 def run_grid(grid: GridSpec, only: list[str] | None = None, dry_run: bool = False,
              grid_file: str | None = None, log: Callable[[str], None] = print,
              load_dataset: DatasetLoader = load_run_dataset, extra_set: list[str] | None = None,
@@ -393,9 +404,8 @@ def run_grid(grid: GridSpec, only: list[str] | None = None, dry_run: bool = Fals
             cfg = cell.config
             if detail.startswith("from parked"):
                 parking.restore(cell.parked, run_dir_of(cfg))
-            key = json.dumps([cfg.dataset, to_dict(cfg.data)])
-            command = (f"mbrec bench run {grid_file or grid.name} --only {cell.label} --seeds {cell.seed}"
-                       + "".join(f" --set {item}" for item in extra_set or []))
+            key = dataset_key(cfg)
+            command = cell_command(grid, cell, grid_file, extra_set)
             try:
                 if loaded is None or loaded[0] != key:
                     loaded = None  # release the previous dataset before loading the next
@@ -437,10 +447,10 @@ def park_grid(grid: GridSpec, only: list[str] | None = None, seeds: list[int] | 
             else:
                 parking.park(run_dir_of(cell.config), cell.parked)
                 status, detail = "parked", f"epoch {local}"
-                command = (f"mbrec bench run {grid_file or grid.name} --only {cell.label} --seeds {cell.seed}"
-                           + "".join(f" --set {item}" for item in extra_set or []))
                 parking.write_progress(parking.progress_path(grid.results_path, cell.name),
-                                       run_dir_of(cell.config), {"command": command, "epoch": local,
+                                       run_dir_of(cell.config), {"command": cell_command(grid, cell, grid_file,
+                                                                                         extra_set),
+                                                                 "epoch": local,
                                                                  "parked_on": machine,
                                                                  "parked": str(cell.parked)})
         log(f"{cell.describe()}: {status}" + (f" ({detail})" if detail else ""))

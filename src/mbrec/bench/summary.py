@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from mbrec.bench.analysis import group_section, noise_section, render_groups, render_noise
+from mbrec.bench.analysis import group_section, mean_std, noise_section, render_groups, render_noise
 from mbrec.bench.grid import GRID_META_FILE, dataset_slug
 from mbrec.bench.papers import PaperNumbers, compare_with_papers, render_comparison
 from mbrec.config import ConfigError
@@ -107,12 +107,6 @@ def protocol_metrics(record: dict, protocol: str) -> dict[str, float] | None:
 
 
 # ------------------------------------------------------------------------------------ statistics
-def _mean_std(values: list[float]) -> dict:
-    arr = np.asarray(values, dtype=np.float64)
-    std = float(np.std(arr, ddof=1)) if len(arr) > 1 else None
-    return {"mean": float(np.mean(arr)), "std": std, "values": [float(v) for v in values]}
-
-
 def table_metrics(selected: list[dict[str, float]]) -> list[str]:
     """The standard table metrics present in the records; their own metrics when none is."""
     present = {k for m in selected for k in m}
@@ -135,7 +129,7 @@ def aggregate_rows(records: list[dict], protocol: str, labels: list[str]) -> tup
         rows.append({
             "label": label, "model": runs[0][1]["model"], "seeds": [s for s, _, _ in runs],
             "select_metric": sorted({select_metric_of(r) for _, r, _ in runs}),
-            "metrics": {m: _mean_std([c[m] for _, _, c in runs]) for m in metrics
+            "metrics": {m: mean_std([c[m] for _, _, c in runs]) for m in metrics
                         if all(m in c for _, _, c in runs)},
         })
     return rows, metrics

@@ -26,7 +26,7 @@ from mbrec.config import ConfigError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``bench`` and its ``run``/``park``/``groups``/``summary``/``plot`` subcommands on a subparsers object."""
+    """Register ``bench`` and its run, park, groups, summary and plot subcommands on a subparsers object."""
     bench = subparsers.add_parser("bench", help="benchmark grids: run, summary tables, plots",
                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = bench.add_subparsers(dest="bench_command", required=True, metavar="{run,park,groups,summary,plot}")
