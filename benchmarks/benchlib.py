@@ -19,6 +19,7 @@ import torch
 
 from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.data.registry import DatasetNotFound, load_dataset
+from mbrec.train.allocator import freed_memory_kept
 from mbrec.train.runner import describe_device
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,17 +43,10 @@ def machine_record(load_before: list[float] | None = None) -> dict:
     if load_before is None:
         record["platform"] = platform.platform()
     record |= {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-               "malloc_tuning": _malloc_state()}
+               "malloc_tuning": freed_memory_kept()}
     if load_before is None:
         return record | {"python": platform.python_version(), "load_average_1_5_15": load_average()}
     return record | {"load_average_before": load_before, "load_average_after": load_average()}
-
-
-def _malloc_state() -> bool:
-    """Whether :func:`mbrec.train.allocator.keep_freed_memory` is in effect in this process."""
-    from mbrec.train import allocator
-
-    return bool(allocator._applied)
 
 
 def command_record() -> str:

@@ -12,8 +12,9 @@ import pytest
 # threshold was raised above it; freed mmapped chunks go back to the system (new page faults next step)
 SCRIPT = """
 import ctypes, sys, torch
-from mbrec.train.allocator import keep_freed_memory
+from mbrec.train.allocator import freed_memory_kept, keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "on" else False
+assert freed_memory_kept() == applied
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
                                               "fsmblks", "uordblks", "fordblks", "keepcost")]

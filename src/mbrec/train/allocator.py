@@ -45,3 +45,8 @@ def keep_freed_memory() -> bool:
     _applied = all(mallopt(param, value) == 1 for param, value in (
         (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD)))
     return _applied
+
+
+def freed_memory_kept() -> bool:
+    """Whether :func:`keep_freed_memory` has put the settings into effect in this process (applies nothing)."""
+    return bool(_applied)
