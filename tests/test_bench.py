@@ -380,7 +380,7 @@ def test_shipped_grid_files_are_valid(monkeypatch):
         assert all(m.config == f"configs/{m.model}_{{dataset}}.yaml" for m in grid.models)
         assert set(grid.proposed_labels) == {"COPF", "MBSSL"}
     copf = expand_grid(load_grid(REPO / "benchmarks/grids/copf_taobao.yaml"))
-    assert len(copf) == 36 and all(c.config.model == "copf" and c.config.train.epochs == 200 for c in copf)
+    assert len(copf) == 39 and all(c.config.model == "copf" and c.config.train.epochs == 200 for c in copf)
     switches = {c.label: (c.config.params.get("variant"), c.config.params["stop_grad"], c.config.params["tau"])
                 for c in copf}
     assert switches["COPF"] == (None, "official", 0.1) and switches["COPF-sg-paper"][1] == "paper"
@@ -389,5 +389,8 @@ def test_shipped_grid_files_are_valid(monkeypatch):
     assert layers["COPF"] == [1, 1, 1] and layers["COPF-L2"] == [2, 2, 2] and layers["COPF-L3"] == [3, 3, 3]
     assert layers["COPF-L411"] == [4, 1, 1] and layers["COPF-L411-sg-paper"] == [4, 1, 1]
     assert switches["COPF-L411-sg-paper"][1] == "paper"
+    schedules = {c.label: c.config.train.lr_schedule for c in copf}
+    assert schedules["COPF-L411-sg-paper-constlr"] == "constant" and schedules["COPF-L411-sg-paper"] == "staircase"
+    assert layers["COPF-L411-sg-paper-constlr"] == [4, 1, 1] and switches["COPF-L411-sg-paper-constlr"][1] == "paper"
     holdout = {c.label for c in copf if c.config.data.validation == "holdout"}
     assert holdout == {"COPF-valid"}
