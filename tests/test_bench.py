@@ -279,9 +279,13 @@ def test_readme_table_replaces_only_the_marked_section(tmp_path):
                         "proposed_labels": ["COPF"]})
     comparison = build_summary(results)["datasets"]["taobao"]["protocols"]["paper"]["comparison"]
     assert comparison["HR@10"]["p_value"] is None  # differences 0.1 and 0.1: no spread, no t statistic
+    write_hand_results(results, {"MF": [0.3, 0.5], "COPF": [0.4, 0.6], "PKEF": [0.7]},
+                       {"name": "hand", "labels": ["MF", "COPF", "PKEF"], "baseline_labels": ["MF", "PKEF"],
+                        "proposed_labels": ["COPF"]})
     table = readme_table(results)
-    assert table.splitlines()[0] == "| model | taobao HR@10 | taobao NDCG@10 |"
-    assert f"| COPF | 0.5000 ± {np.std([0.4, 0.6], ddof=1):.4f} | 0.3000 ± 0.0000 |" in table
+    assert table.splitlines()[0] == "| model | taobao seeds | taobao HR@10 | taobao NDCG@10 |"
+    assert f"| COPF | 2 | 0.5000 ± {np.std([0.4, 0.6], ddof=1):.4f} | 0.3000 ± 0.0000 |" in table
+    assert "| PKEF | 1 | 0.7000 | 0.3000 |" in table  # a single seed: the value alone, and its count says so
     readme = tmp_path / "README.md"
     readme.write_text("# mbrec\nintro\n<!-- results:start -->\nold table\n<!-- results:end -->\nafter\n")
     replace_readme_section(readme, table)

@@ -297,8 +297,8 @@ def write_summary(results_dir: str | Path, papers: PaperNumbers | None = None) -
 
 
 def readme_table(results_dir: str | Path, protocol: str = "paper", papers: PaperNumbers | None = None) -> str:
-    """A compact table for the README: one row per model, HR@10 / NDCG@10 (mean ± std) per dataset; with
-    ``papers``, followed by the comparison with the papers' numbers."""
+    """A compact table for the README: one row per model, per dataset the number of seeds and HR@10 / NDCG@10
+    (mean ± std over those seeds); with ``papers``, followed by the comparison with the papers' numbers."""
     summary = build_summary(results_dir, papers)
     columns: list[tuple[str, str]] = []
     cells: dict[str, dict[tuple[str, str], str]] = {}
@@ -306,9 +306,9 @@ def readme_table(results_dir: str | Path, protocol: str = "paper", papers: Paper
         section = ds["protocols"].get(protocol)
         if section is None:
             continue
-        for m in section["metrics"][:2]:
-            columns.append((name, m))
+        columns += [(name, "seeds"), *((name, m) for m in section["metrics"][:2])]
         for row in section["rows"]:
+            cells.setdefault(row["label"], {})[(name, "seeds")] = str(len(row["seeds"]))
             for m, stat in row["metrics"].items():
                 cells.setdefault(row["label"], {})[(name, m)] = format_stat(stat)
     if not columns:
@@ -316,7 +316,7 @@ def readme_table(results_dir: str | Path, protocol: str = "paper", papers: Paper
     body = [[label, *(values.get(c, "–") for c in columns)] for label, values in cells.items()]
     lines = _markdown_table(["model", *(f"{d} {m}" for d, m in columns)], body)
     seeds = ", ".join(map(str, summary["seeds"]))
-    note = (f"Mean ± std over seeds {seeds}; protocol: {PROTOCOLS[protocol]}; "
+    note = (f"Mean ± std over the seeds a row has (among {seeds}); protocol: {PROTOCOLS[protocol]}; "
             f"{summary['generated_at'][:10]}, {'; '.join(summary['machines'])}; records in `{results_dir}`.")
     comparison = render_comparison(summary.get("papers", {}).get("rows", []), papers.tolerance) if papers else []
     return "\n".join([*lines, "", note, *([""] + comparison if comparison else [])])
