@@ -63,6 +63,24 @@ def test_parked_checkpoint_resumes_on_a_fresh_machine(finished, tmp_path, monkey
             assert {k: a[k] for k in ("epoch", "test", "loss")} == {k: b[k] for k in ("epoch", "test", "loss")}
 
 
+def test_progress_only_logs_a_given_up_cell_and_keeps_no_checkpoint(tmp_path, monkeypatch):
+    grid = make_grid(tmp_path, parked_dir=str(tmp_path / "parked"), seeds=[1])
+    crash_first_epochs(monkeypatch, grid, ["MF"])
+    grid_module.park_grid(grid, only=["MF"], log=lambda m: None)          # parked first, then given up
+    assert (tmp_path / "parked" / "MF-tiny-s1" / "last.pt").exists()
+    lines: list[str] = []
+    report = grid_module.park_grid(grid, only=["MF"], log=lines.append, progress_only=True)
+    assert [(s, d) for _, s, d in report.outcomes] == [("logged", "epoch 1, no checkpoint kept")]
+    assert not (tmp_path / "parked").exists()                            # nothing left that claims to resume it
+    head, *entries = [json.loads(line) for line in
+                      (Path(grid.results_dir) / "progress-MF-tiny-s1.jsonl").read_text().splitlines()]
+    assert head["parked"] is None and head["epoch"] == 1 and [e["epoch"] for e in entries] == [1]
+    assert lines[-1] == f"grid tiny: 1 cells: 1 logged (in {tmp_path / 'parked'})"
+    shutil.rmtree(grid.output_dir)                                       # no run folder: nothing to log
+    again = grid_module.park_grid(grid, only=["MF"], log=lambda m: None, progress_only=True)
+    assert [s for _, s, _ in again.outcomes] == ["run"]
+
+
 def test_newer_local_checkpoint_wins_over_an_older_parked_one(tmp_path, monkeypatch):
     grid = make_grid(tmp_path, parked_dir=str(tmp_path / "parked"), seeds=[1])
     crash_first_epochs(monkeypatch, grid, ["MF"])

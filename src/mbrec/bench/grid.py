@@ -430,31 +430,43 @@ def run_grid(grid: GridSpec, only: list[str] | None = None, dry_run: bool = Fals
 
 def park_grid(grid: GridSpec, only: list[str] | None = None, seeds: list[int] | None = None,
               log: Callable[[str], None] = print, extra_set: list[str] | None = None,
-              grid_file: str | None = None) -> GridReport:
+              grid_file: str | None = None, progress_only: bool = False) -> GridReport:
     """Park every unfinished cell whose run folder has a checkpoint newer than its parked one
     (:mod:`mbrec.bench.parking`) and write its evaluations so far to the results folder
     (``progress-<cell>.jsonl``). Outcomes: ``parked`` (copied now), ``kept`` (the parked copy is as new),
     or the cell's status (``done``, ``run``, ``skipped``) when there is nothing to park. A cell that is
-    running now is parked too: its ``last.pt`` is only ever replaced whole."""
+    running now is parked too: its ``last.pt`` is only ever replaced whole.
+
+    ``progress_only``: for runs that are given up — only the progress log is written (its header says
+    ``"parked": null``) and no checkpoint is copied; a parked copy of the cell that exists is removed, so that
+    nothing claims to resume it. Outcome ``logged``."""
     machine = describe_device(torch.device("cpu")).rsplit(",", 1)[0]    # without this process's thread count
     report = GridReport()
     for cell in expand_grid(grid, only, extra_set, seeds):
         status, detail = cell_status(cell, check_lock=False)
         if status == "resume":
             local, kept = checkpoint_epochs(cell, comparable_config(to_dict(cell.config)))
-            if kept is not None and (local is None or kept >= local):
+            if progress_only and local is None:
+                status, detail = "run", "no checkpoint in the run folder to log"
+            elif progress_only:
+                parking.unpark(cell.parked)
+                status, detail = "logged", f"epoch {local}, no checkpoint kept"
+            elif kept is not None and (local is None or kept >= local):
                 status, detail = "kept", f"epoch {kept}"
             else:
                 parking.park(run_dir_of(cell.config), cell.parked)
                 status, detail = "parked", f"epoch {local}"
+            if status in ("logged", "parked"):
                 parking.write_progress(parking.progress_path(grid.results_path, cell.name),
                                        run_dir_of(cell.config), {"command": cell_command(grid, cell, grid_file,
                                                                                          extra_set),
                                                                  "epoch": local,
                                                                  "parked_on": machine,
-                                                                 "parked": str(cell.parked)})
+                                                                 "parked": None if progress_only
+                                                                 else str(cell.parked)})
         log(f"{cell.describe()}: {status}" + (f" ({detail})" if detail else ""))
         report.outcomes.append((cell, status, detail))
-    parts = [f"{report.count(s)} {s}" for s in ("parked", "kept", "done", "run", "skipped") if report.count(s)]
+    parts = [f"{report.count(s)} {s}" for s in ("parked", "kept", "logged", "done", "run", "skipped")
+             if report.count(s)]
     log(f"grid {grid.name}: {len(report.outcomes)} cells: " + ", ".join(parts) + f" (in {grid.parked_path})")
     return report

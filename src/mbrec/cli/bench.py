@@ -3,8 +3,10 @@
 * ``mbrec bench run GRID.yaml [--only LABEL ...] [--seeds N ...] [--set KEY=VALUE ...] [--dry-run]`` —
   run the grid's cells (finished cells are never rerun, interrupted ones resume, cells that another
   process runs are skipped; ``--set`` overrides every cell); ``--dry-run`` prints each cell's status only.
-* ``mbrec bench park GRID.yaml [--only LABEL ...] [--seeds N ...]`` — copy the checkpoints of unfinished
-  cells into the grid's parked folder (to commit), from which the next ``run`` on any machine resumes.
+* ``mbrec bench park GRID.yaml [--only LABEL ...] [--seeds N ...] [--progress-only]`` — copy the checkpoints
+  of unfinished cells into the grid's parked folder (to commit), from which the next ``run`` on any machine
+  resumes; both write the cells' evaluations so far to ``progress-<cell>.jsonl`` in the results folder, and
+  ``--progress-only`` (for runs given up) writes only that.
 * ``mbrec bench groups GRID.yaml [--only LABEL ...] [--seeds N ...]`` — add the per-user-group metrics to
   finished cells' records that lack them, from their run folders' ``best.pt`` (new runs record them).
 * ``mbrec bench summary RESULTS_DIR ... [--papers FILE] [--readme README.md]`` — write
@@ -39,6 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     park = _cell_selection(sub.add_parser("park", help="copy unfinished cells' checkpoints to the grid's "
                                                        "parked folder"), _SAME_SET)
+    park.add_argument("--progress-only", action="store_true",
+                      help="for runs given up: write only their progress logs, keep no checkpoint")
     park.set_defaults(handler=park_command)
 
     groups = _cell_selection(sub.add_parser("groups", help="add per-user-group metrics to finished cells' "
@@ -95,7 +99,7 @@ def park_command(args: argparse.Namespace) -> int:
 
     try:
         park_grid(load_grid(args.grid), only=args.only, seeds=args.seeds, extra_set=args.overrides,
-                  grid_file=args.grid)
+                  grid_file=args.grid, progress_only=args.progress_only)
     except ConfigError as e:
         return _config_error(e)
     return 0
