@@ -308,9 +308,9 @@ def readme_table(results_dir: str | Path, protocol: str = "paper", papers: Paper
             continue
         columns += [(name, "seeds"), *((name, m) for m in section["metrics"][:2])]
         for row in section["rows"]:
-            cells.setdefault(row["label"], {})[(name, "seeds")] = str(len(row["seeds"]))
-            for m, stat in row["metrics"].items():
-                cells.setdefault(row["label"], {})[(name, m)] = format_stat(stat)
+            row_cells = cells.setdefault(row["label"], {})
+            row_cells[(name, "seeds")] = str(len(row["seeds"]))
+            row_cells.update({(name, m): format_stat(stat) for m, stat in row["metrics"].items()})
     if not columns:
         raise ConfigError(f"{results_dir}: no runs can be selected under protocol {protocol!r}")
     body = [[label, *(values.get(c, "–") for c in columns)] for label, values in cells.items()]
