@@ -375,13 +375,15 @@ def test_shipped_grid_files_are_valid(monkeypatch):
     cells = expand_grid(smoke)  # every smoke cell has its config and validates
     assert len(cells) == 6 and all(c.config is not None and c.config.train.epochs <= 6 for c in cells)
     expected = {"mf", "lightgcn", "lightgcn_m", "copf", "mbssl", "ghcf", "ehcf", "mbgcn", "crgcn", "mbcgcn",
-                "pkef", "lightgcn_m_dfme"}
+                "pkef", "lightgcn_m_dfme", "dfme"}
     for name in ("taobao", "beibei"):
         grid = load_grid(REPO / f"benchmarks/grids/{name}.yaml")
         assert grid.datasets == [name] and grid.seeds == [1, 2, 3]
-        models = {m.model for m in grid.models}
-        assert models == (expected if name == "taobao" else expected - {"lightgcn_m_dfme"})
-        assert all(m.config == f"configs/{m.model}_{{dataset}}.yaml" for m in grid.models)
+        assert {m.model for m in grid.models} == expected
+        assert all(m.config == f"configs/{m.model}_{{dataset}}.yaml" for m in grid.models if m.model != "dfme")
+        plugin_cells = [c for c in expand_grid(grid) if c.config and c.config.model == "dfme" and c.seed == 1]
+        assert {c.label: c.config.params["backbone"] for c in plugin_cells} == {
+            "CRGCN+DFME": "crgcn", "MB-CGCN+DFME": "mbcgcn", "PKEF+DFME": "pkef"}
         assert set(grid.proposed_labels) == {"COPF", "MBSSL"}
     copf = expand_grid(load_grid(REPO / "benchmarks/grids/copf_taobao.yaml"))
     assert len(copf) == 39 and all(c.config.model == "copf" and c.config.train.epochs == 200 for c in copf)

@@ -304,7 +304,7 @@ def test_lightgcn_m_dfme_runs(ds):
     assert from_dict(LightGCNMDFMEConfig, {"layers": 1, "stop_grad": "paper"}).layers == 1
 
 
-YAML_CONFIGS = sorted(CONFIGS.glob("copf_*.yaml")) + [CONFIGS / "lightgcn_m_dfme_taobao.yaml"]
+YAML_CONFIGS = sorted(CONFIGS.glob("copf_*.yaml")) + sorted(CONFIGS.glob("lightgcn_m_dfme_*.yaml"))
 
 
 @pytest.mark.parametrize("path", YAML_CONFIGS, ids=lambda p: p.name)

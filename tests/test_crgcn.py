@@ -42,7 +42,7 @@ def test_crgcn_cascade_and_gradients_match_per_node_reference():
         for bias in model.biases:
             bias.normal_(std=0.1)
     params = list(model.parameters())
-    fast, ref = model.behavior_tables(), crgcn_reference(model, ds)
+    fast, ref = model.cascade_tables(), crgcn_reference(model, ds)
     w = [torch.randn_like(t) for t in fast]
     assert_close_all(fast, ref, rtol=1e-5, atol=1e-6)
     assert_close_all(grads(sum((f * x).sum() for f, x in zip(fast, w, strict=True)), params),
@@ -54,7 +54,7 @@ def test_crgcn_each_stage_adds_unit_rows_except_isolated_nodes():
     ds = nested_dataset(6)
     model = build_model("crgcn", ds, {"dim": 8, "layers": [1, 1, 1]})
     with torch.no_grad():
-        tables = [torch.cat([model.user_emb, model.item_emb])] + model.behavior_tables()
+        tables = [torch.cat([model.user_emb, model.item_emb])] + model.cascade_tables()
     for b, mat in enumerate(ds.matrices()):
         degree = np.concatenate([np.diff(mat.indptr), np.diff(mat.tocsc().indptr)])
         norms = (tables[b + 1] - tables[b]).norm(dim=1).numpy()
@@ -83,7 +83,7 @@ def test_crgcn_loss_divides_by_batch_users_and_regularises_frobenius_norms():
     sampler = make_sampler(model.batch_spec, ds, batch_size=ds.n_users)
     batch = next(sampler.epoch(np.random.default_rng(2)))
     losses = model.losses(batch)
-    tables = model.behavior_tables()
+    tables = model.cascade_tables()
     m = ds.n_users
     for name, h in zip(BEHAVIORS, tables, strict=True):
         t = batch.triples[name]

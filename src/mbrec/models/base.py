@@ -10,6 +10,8 @@ Every model is a :class:`Recommender`:
   it under ``torch.no_grad()`` and in ``eval()`` mode).
 * ``prepare_epoch(epoch)``: optional hook before each training epoch (redraw views, refresh caches).
 * ``batch_spec``: what batches the model trains on (:mod:`mbrec.data.samplers`).
+* ``behavior_tables()``: optional; one ``(users [M, d], items [N, d])`` table pair per behavior, for
+  prediction plug-ins that replace a model's own scorer (DFME, :mod:`mbrec.models.copf.plugin`).
 
 Models are built from an in-memory dataset and a typed ``Config`` dataclass; they never read files.
 """
@@ -74,6 +76,21 @@ class Recommender(nn.Module):
     def prepare_epoch(self, epoch: int) -> None:
         """Called before every training epoch; default: nothing."""
 
+    def behavior_tables(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-behavior ``(users [M, d], items [N, d])`` tables (optional, module docstring)."""
+        raise NotImplementedError(f"model {self.name!r} gives no per-behavior tables")
+
+    @classmethod
+    def provides_behavior_tables(cls) -> bool:
+        return cls.behavior_tables is not Recommender.behavior_tables
+
+    @classmethod
+    def without_warm_start(cls, config: Any) -> Any:
+        """``config`` with the in-constructor warm starts switched off (``warm_start_fields`` set to 0)."""
+        for field_name in cls.warm_start_fields:
+            setattr(config, field_name, 0)
+        return config
+
     def train(self, mode: bool = True) -> Recommender:
         self.invalidate_cache()
         return super().train(mode)
@@ -128,8 +145,7 @@ def build_model(name: str, dataset: MultiBehaviorDataset, params: dict | Any | N
     cls = model_class(name)
     config = from_dict(cls.Config, params or {}, prefix="params")
     if skip_warm_start:
-        for field_name in cls.warm_start_fields:
-            setattr(config, field_name, 0)
+        config = cls.without_warm_start(config)
     model = cls(dataset, config, device=device)
     return model.to(device)
 

@@ -83,7 +83,7 @@ class CRGCN(Recommender):
             for b in self.biases:
                 nn.init.zeros_(b)
 
-    def behavior_tables(self) -> list[torch.Tensor]:
+    def cascade_tables(self) -> list[torch.Tensor]:
         """Cascade outputs :math:`H_1..H_K`, each ``[M+N, d]``."""
         h = torch.cat([self.user_emb, self.item_emb])
         out = []
@@ -97,9 +97,12 @@ class CRGCN(Recommender):
             out.append(h)
         return out
 
+    def behavior_tables(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The cascade outputs split into user and item tables, ``([M, d], [N, d])`` per behavior."""
+        return [(h[: self.n_users], h[self.n_users:]) for h in self.cascade_tables()]
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        tables = self.behavior_tables()
+        tables = self.cascade_tables()
         n_users = max(len(batch.users), 1)
         out = {}
         for name, h in zip(self.behaviors, tables, strict=True):
@@ -113,5 +116,5 @@ class CRGCN(Recommender):
 
     @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        h = self.eval_cached(lambda: self.behavior_tables()[-1])
+        h = self.eval_cached(lambda: self.cascade_tables()[-1])
         return h[users] @ h[self.n_users:].T

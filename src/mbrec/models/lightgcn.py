@@ -75,6 +75,9 @@ class LightGCNBase(Recommender):
         out = propagate_mean(self.op, torch.cat([self.user_emb, self.item_emb]), self.config.layers)
         return out[: self.n_users], out[self.n_users:]
 
+    def behavior_tables(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The one propagated table pair, for every behavior."""
+        return [self.propagate()] * len(self.behaviors)
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         t = batch.triples[self.behaviors[-1]]

@@ -11,6 +11,8 @@ replacement and negatives rejected against the same behavior, copf.md §1.4):
    (:mod:`.contrastive`, also for ``λ_k = 0``; omitted when ``cl_weight = 0``); ``reg/l2`` =
    :math:`\mu(\lVert E_u\rVert^2 + \lVert E_v\rVert^2 + \sum \lVert W\rVert^2)` over full tables, W = the
    head's weight matrices (DFME: ``W_g``, ``W_l``; never R or biases); PME adds ``bpr/<k>_without_<j>``.
+   (``E_u, E_v`` = :meth:`MultiTaskModel.encoder_weights`; the ``dfme`` plug-in, :mod:`.plugin`, puts every
+   parameter of its backbone there.)
 
 Evaluation: ``score_users`` encodes once (cached until ``invalidate_cache``) and scores the target task
 against all items exactly (:func:`.dfme.expert_all_scores`).
@@ -188,7 +190,8 @@ class MultiTaskModel(Recommender):
 
     head: PredictionHead
 
-    def __init__(self, dataset: MultiBehaviorDataset, config: TaskConfig, device="cpu") -> None:
+    def __init__(self, dataset: MultiBehaviorDataset, config: TaskConfig, device="cpu",
+                 ego_tables: bool = True) -> None:
         super().__init__(dataset, config, device)
         n = len(self.behaviors)
         weights = list(config.bpr_weights) if config.bpr_weights is not None else [1.0 / n] * n
@@ -197,8 +200,9 @@ class MultiTaskModel(Recommender):
         self.task_weights = [config.bpr_scale * w for w in weights]
         self.fit_layers = per_behavior(config.fit_layers, n, "fit_layers")
         self.bank = GraphBank(dataset.matrices(), device=device)
-        self.user_emb = nn.Parameter(torch.empty(self.n_users, config.dim))
-        self.item_emb = nn.Parameter(torch.empty(self.n_items, config.dim))
+        if ego_tables:                        # False: the encoder (a backbone model) holds its own tables
+            self.user_emb = nn.Parameter(torch.empty(self.n_users, config.dim))
+            self.item_emb = nn.Parameter(torch.empty(self.n_items, config.dim))
         self.batch_spec = BPRSpec(behaviors=tuple(self.behaviors), positives=config.samples_per_user,
                                   cap_by_degree=True, negatives_against="same", epoch="users")
 
@@ -208,9 +212,13 @@ class MultiTaskModel(Recommender):
                     fit_layers=self.fit_layers, alpha=c.alpha, beta=c.beta, fit_scale=c.fit_scale,
                     mult=c.mult, stop_grad=c.stop_grad, forward=c.forward)
 
+    def encoder_weights(self) -> list[nn.Parameter]:
+        """The encoder's parameters under the L2 term (default: the ego tables ``E_u``, ``E_v``)."""
+        return [self.user_emb, self.item_emb]
+
     def reset_parameters(self) -> None:
-        nn.init.xavier_uniform_(self.user_emb)
-        nn.init.xavier_uniform_(self.item_emb)
+        for weight in self.encoder_weights():
+            nn.init.xavier_uniform_(weight)
         self.head.reset_parameters()
 
     def graph_operators(self) -> list[SparseOperator]:
@@ -226,7 +234,6 @@ class MultiTaskModel(Recommender):
 
     def encode(self) -> list[TablePair]:
         raise NotImplementedError
-
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         tables = self.encode()
@@ -245,7 +252,7 @@ class MultiTaskModel(Recommender):
             target = batch.triples[self.behaviors[-1]]
             cl = contrastive_losses(tables, target.users, target.positives, c.tau, c.cl_mode, c.cl_weight)
             out.update({f"aux/cl/{name}": loss for name, loss in zip(self.behaviors[:-1], cl, strict=True)})
-        regularized = [self.user_emb, self.item_emb, *self.head.regularized()]
+        regularized = [*self.encoder_weights(), *self.head.regularized()]
         out["reg/l2"] = c.reg * sum(w.pow(2).sum() for w in regularized)
         return out
 
