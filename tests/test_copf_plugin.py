@@ -106,6 +106,8 @@ def test_backbone_choice_is_validated(ds):
             build_model("dfme", ds, {"backbone": name})
     with pytest.raises(ConfigError, match="params.backbone_params.dim=4 differs from params.dim=8"):
         build_model("dfme", ds, {"dim": 8, "backbone": "crgcn", "backbone_params": {"dim": 4}})
+    with pytest.raises(ConfigError, match=r"^params.backbone_params.layers needs one entry per behavior"):
+        build_model("dfme", ds, {"backbone": "crgcn", "backbone_params": {"layers": [1, 1]}})
     with pytest.raises(ConfigError, match="unknown key params.backbone_params.depth"):
         build_model("dfme", ds, {"backbone": "crgcn", "backbone_params": {"depth": 2}})
 

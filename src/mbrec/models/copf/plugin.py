@@ -85,7 +85,13 @@ class DFMEOnBackbone(MultiTaskModel):
 
     def __init__(self, dataset: MultiBehaviorDataset, config: DFMEPluginConfig, device="cpu") -> None:
         super().__init__(dataset, config, device, ego_tables=False)
-        self.backbone = _backbone_class(config.backbone)(dataset, config.backbone_config(), device)
+        try:
+            self.backbone = _backbone_class(config.backbone)(dataset, config.backbone_config(), device)
+        except ConfigError as err:            # the backbone names its keys params.<key>: say where they are
+            message = str(err)
+            if message.startswith("params.") and not message.startswith("params.backbone"):
+                message = "params.backbone_params." + message[len("params."):]
+            raise ConfigError(message) from None
         self.head = self.make_dfme()
         self.head.reset_parameters()          # the backbone keeps its own initialisation (and warm start)
 
