@@ -3,7 +3,9 @@ r"""One MBSSL training step on Beibei (paper config): ours against a straight po
 Model: ``configs/mbssl_beibei.yaml``, batches of 256 users (``make_sampler(model.batch_spec, ds, 256)``),
 views drawn once (``model.prepare_epoch(0)``). One timed step: draw a batch, ``model.losses(batch)``,
 backward of the summed losses (``hmg: none``) or ``HMG("mbssl").backward(losses, params)`` (one backward
-per task), Adam step. Medians over ``--steps`` steps after ``--warmup``, for each backward.
+per task), Adam step. Medians over ``--steps`` steps after ``--warmup`` (3: the first steps of a process
+page-fault its heap in and run up to 2x slower; the record keeps every step's page-fault count), for each
+backward.
 
 The reference step (this file) computes the same losses the straightforward way (mbssl.md §14 "straight
 port"): three separate encoder runs (main graph, view 1, view 2) with ``torch.sparse.mm`` on CSR tensors
@@ -190,7 +192,9 @@ def time_steps(label: str, n_warmup: int, n_steps: int, batches, optimizer: torc
     """Medians (wall, CPU) of sample / forward / backward / adam / step over the timed steps."""
     parts = ("sample", "forward", "backward", "adam")
     samples: dict[str, list[tuple[float, float]]] = {p: [] for p in (*parts, "step")}
+    faults = []                                  # minor page faults of every step, warm-up included
     for i in range(n_warmup + n_steps):
+        faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         marks = [clock()]
         batch = next(batches)
         marks.append(clock())
@@ -203,13 +207,15 @@ def time_steps(label: str, n_warmup: int, n_steps: int, batches, optimizer: torc
         marks.append(clock())
         t = {p: (b[0] - a[0], b[1] - a[1]) for p, a, b in zip(parts, marks[:-1], marks[1:], strict=True)}
         t["step"] = (marks[-1][0] - marks[0][0], marks[-1][1] - marks[0][1])
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
         print(f"{label} {'warm-up' if i < n_warmup else 'step'} {i + 1}: {t['step'][0]:.2f} s (cpu "
-              f"{t['step'][1]:.2f}; forward {t['forward'][0]:.2f}, backward {t['backward'][0]:.2f})", flush=True)
+              f"{t['step'][1]:.2f}; forward {t['forward'][0]:.2f}, backward {t['backward'][0]:.2f}; "
+              f"{faults[-1]} page faults)", flush=True)
         if i >= n_warmup:
             for p, value in t.items():
                 samples[p].append(value)
     return {"medians": {p: median_times(v) for p, v in samples.items()},
-            "samples": {p: [list(s) for s in v] for p, v in samples.items()},
+            "samples": {p: [list(s) for s in v] for p, v in samples.items()}, "page_faults": faults,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}          # KiB on Linux
 
 
@@ -241,7 +247,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--steps", type=int, default=3, help="timed steps of ours, per backward mode (medians)")
     parser.add_argument("--ref-steps", type=int, default=1, help="timed reference steps (medians)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps of ours first, per mode")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed steps of ours first, per mode (the first steps fault the heap in: "
+                             "hundreds of thousands of page faults each, tens of thousands later)")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_mbssl_step.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
