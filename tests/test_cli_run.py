@@ -119,6 +119,12 @@ def test_evaluate_groups_and_noise_config(tmp_path, capsys):
     assert [g["group"] for g in groups] == ["<9", "9-12", "13-16", "17-19", ">=20"]
     assert sum(g["n_users"] for g in groups) == overall["users"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "g" / "best.pt"), "--ks", "10,50", "--seen"]) == 0
+    out = capsys.readouterr().out
+    seen = json.loads(out[out.index("\n}\n") + 3:])["seen"]
+    assert seen["k"] == 10 and seen["users"] == overall["users"]
+    assert seen["hit"] == pytest.approx(overall["metrics"]["HR@10"])
+    assert set(seen["behaviors"]) == {"view", "cart"}
 
     from mbrec.config import load_run_config
     from mbrec.train.runner import load_run_dataset

@@ -36,6 +36,9 @@ def add_run_parsers(sub) -> None:
     p.add_argument("--groups", action="store_true",
                    help="also print metrics per user group of target-training size (<9, 9-12, 13-16, 17-19, >=20)")
     p.add_argument("--groups-plot", metavar="PNG", help="plot the group metrics into this file")
+    p.add_argument("--seen", action="store_true",
+                   help="also print where the held-out items sit against the users' auxiliary histories "
+                        "(share seen per behavior, hit rates, top-k slots; at the first cut-off of --ks)")
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("recommend", help="top-k items for users, in the original ids")
@@ -106,6 +109,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps({"groups": rows}, indent=2))
         if args.groups_plot:
             plot_groups(rows, args.groups_plot)
+    if args.seen:
+        from mbrec.eval.seen import seen_breakdown
+
+        breakdown = seen_breakdown(model, dataset, k=_parse_ks(args.ks)[0], split=args.split,
+                                   batch_size=cfg.train.eval_batch_size, mask_behaviors=cfg.data.mask_behaviors)
+        print(json.dumps({"seen": breakdown}, indent=2))
     return 0
 
 

@@ -9,6 +9,7 @@ follow from the ranks (:mod:`mbrec.eval.metrics`). Work is batched over users; n
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,19 +84,20 @@ def _ranks_numpy(scores: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.
     return higher
 
 
-@torch.no_grad()
-def evaluate(model, dataset: MultiBehaviorDataset, split: str = "test", ks: list[int] | tuple = (10, 50),
-             batch_size: int = 2048, mask_behaviors: list[str] | tuple = (), users: np.ndarray | None = None,
-             device: torch.device | str | None = None) -> EvalResult:
-    """Evaluate ``model`` on the held-out pairs of ``split`` (``test`` or ``valid``).
+@dataclass
+class ScoredBatch:
+    """One batch of evaluation users: ``scores`` ``[B, N]`` float32 with masked candidates at ``-inf`` (a
+    buffer reused by the next batch), and the held-out pairs as (row in the batch, item), both ``[P]``."""
 
-    Candidates exclude each user's training target items and, for ``mask_behaviors``, those behaviors'
-    training items (held-out items themselves are never masked). With a validation split present,
-    evaluation on ``test`` also masks the validation items and vice versa (they are known positives).
-    """
+    users: np.ndarray
+    scores: torch.Tensor
+    rows: torch.Tensor
+    items: torch.Tensor
+
+
+def candidate_mask(dataset: MultiBehaviorDataset, split: str, mask_behaviors: list[str] | tuple = ()) -> sp.csr_matrix:
+    """The (user, item) pairs that are not candidates in ``split`` (see :func:`evaluate`)."""
     held_out = dataset.split(split)
-    eval_users = dataset.eval_users(split) if users is None else np.asarray(users, dtype=np.int64)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
     mask = dataset.target_train.copy()
     for b in mask_behaviors:
         mask = mask + dataset.train[b]
@@ -105,11 +107,20 @@ def evaluate(model, dataset: MultiBehaviorDataset, split: str = "test", ks: list
     mask = sp.csr_matrix(mask)
     mask = (mask - mask.multiply(held_out)).tocsr()               # never mask a held-out item
     mask.eliminate_zeros()
+    return mask
 
+
+@torch.no_grad()
+def scored_batches(model, dataset: MultiBehaviorDataset, split: str = "test", batch_size: int = 2048,
+                   mask_behaviors: list[str] | tuple = (), users: np.ndarray | None = None,
+                   device: torch.device | str | None = None) -> Iterator[ScoredBatch]:
+    """Masked all-item scores of the evaluation users, batch by batch, in eval mode (restored after)."""
+    held_out = dataset.split(split)
+    eval_users = dataset.eval_users(split) if users is None else np.asarray(users, dtype=np.int64)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    mask = candidate_mask(dataset, split, mask_behaviors)
     was_training = model.training
     model.eval()
-    ks = sorted(set(int(k) for k in ks))
-    chunks: dict[str, list[torch.Tensor]] = {}
     lowest = torch.finfo(torch.float32).min
     buffer: torch.Tensor | None = None
     try:
@@ -125,11 +136,28 @@ def evaluate(model, dataset: MultiBehaviorDataset, split: str = "test", ks: list
             m_rows, m_cols = _rows_to_torch(mask, batch, device)
             scores[m_rows, m_cols] = float("-inf")
             rows, items = _rows_to_torch(held_out, batch, device)
-            ranks = exact_ranks(scores, rows, items)
-            for name, values in ranking_metrics(ranks, rows, len(batch), ks).items():
-                chunks.setdefault(name, []).append(values.cpu())
+            yield ScoredBatch(batch, scores, rows, items)
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def evaluate(model, dataset: MultiBehaviorDataset, split: str = "test", ks: list[int] | tuple = (10, 50),
+             batch_size: int = 2048, mask_behaviors: list[str] | tuple = (), users: np.ndarray | None = None,
+             device: torch.device | str | None = None) -> EvalResult:
+    """Evaluate ``model`` on the held-out pairs of ``split`` (``test`` or ``valid``).
+
+    Candidates exclude each user's training target items and, for ``mask_behaviors``, those behaviors'
+    training items (held-out items themselves are never masked). With a validation split present,
+    evaluation on ``test`` also masks the validation items and vice versa (they are known positives).
+    """
+    eval_users = dataset.eval_users(split) if users is None else np.asarray(users, dtype=np.int64)
+    ks = sorted(set(int(k) for k in ks))
+    chunks: dict[str, list[torch.Tensor]] = {}
+    for b in scored_batches(model, dataset, split, batch_size, mask_behaviors, eval_users, device):
+        ranks = exact_ranks(b.scores, b.rows, b.items)
+        for name, values in ranking_metrics(ranks, b.rows, len(b.users), ks).items():
+            chunks.setdefault(name, []).append(values.cpu())
     per_user = {name: torch.cat(v).numpy() for name, v in chunks.items()}
     metrics = {name: float(v.mean()) if len(v) else 0.0 for name, v in per_user.items()}
     return EvalResult(metrics=metrics, users=eval_users, per_user=per_user)
