@@ -386,7 +386,7 @@ def test_shipped_grid_files_are_valid(monkeypatch):
             "CRGCN+DFME": "crgcn", "MB-CGCN+DFME": "mbcgcn", "PKEF+DFME": "pkef"}
         assert set(grid.proposed_labels) == {"COPF", "MBSSL"}
     copf = expand_grid(load_grid(REPO / "benchmarks/grids/copf_taobao.yaml"))
-    assert len(copf) == 39 and all(c.config.model == "copf" and c.config.train.epochs == 200 for c in copf)
+    assert len(copf) == 42 and all(c.config.model == "copf" and c.config.train.epochs == 200 for c in copf)
     switches = {c.label: (c.config.params.get("variant"), c.config.params["stop_grad"], c.config.params["tau"])
                 for c in copf}
     assert switches["COPF"] == (None, "official", 0.1) and switches["COPF-sg-paper"][1] == "paper"
@@ -394,6 +394,9 @@ def test_shipped_grid_files_are_valid(monkeypatch):
     layers = {c.label: c.config.params["cogcn_layers"] for c in copf}
     assert layers["COPF"] == [1, 1, 1] and layers["COPF-L2"] == [2, 2, 2] and layers["COPF-L3"] == [3, 3, 3]
     assert layers["COPF-L411"] == [4, 1, 1] and layers["COPF-L411-sg-paper"] == [4, 1, 1]
+    weights = {c.label: c.config.params["bpr_weights"] for c in copf}
+    assert layers["COPF-L411-w033"] == [4, 1, 1] and weights["COPF-L411-w033"] == pytest.approx([0, 2 / 3, 1 / 3])
+    assert weights["COPF-L411"] == pytest.approx([1 / 3] * 3)
     assert switches["COPF-L411-sg-paper"][1] == "paper"
     schedules = {c.label: c.config.train.lr_schedule for c in copf}
     assert schedules["COPF-L411-sg-paper-constlr"] == "constant" and schedules["COPF-L411-sg-paper"] == "staircase"
