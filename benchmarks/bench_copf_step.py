@@ -7,12 +7,17 @@ backward of the summed losses, Adam step. In the same loop, after every step, th
 
 * sparse: every graph product of the step on the model's own :class:`SparseOperator` s with random dense
   inputs of the same shapes — COGCN ``S_k X`` ``[M+N, 64]`` per behavior and layer, DFME ``Â_k Y``
-  ``[M+N, 64·g]`` per task with λ > 0 and fitting layer (g = fitting tables propagated together) — and,
-  for inputs that need a gradient, the backward product with the cached transpose;
+  ``[M+N, 64·g]`` per task with λ > 0 and fitting layer (g = fitting tables propagated together; the last
+  fitting layer on the row block ``Â_k[rows]`` of the rows that step's pairs read, ``[R, M+N]``, as
+  :meth:`DFME.prepare_pairs` computes it) — and, for inputs that need a gradient, the backward product with
+  the cached transpose;
 * contrastive: per auxiliary behavior and side, ``E = exp(A Oᵀ)``, row sums and the two backward
   matmuls ``E O``, ``Eᵀ A`` with ``A [anchors, 64]`` (the unique target users / positive items of that
   step's batch) and ``O`` = all M users / N items;
 * adam: ``Adam.step()`` on copies of the parameters with random gradients.
+
+* step with full rows: the same batch once more with ``restrict_rows = False`` (every row of the fitting
+  tables, the path before the row blocks): ``full_rows / row_blocks`` is the A/B of that change.
 
 Every part is timed as wall and process-CPU seconds; medians over ``--steps`` steps after ``--warmup``.
 Reported: ``ratio = step / (sparse + contrastive + adam)`` (goal: <= 1.5), the epoch (``len(sampler)`` =
@@ -40,6 +45,7 @@ from mbrec.graph import SparseOperator
 from mbrec.graph.spmm import csr_product
 from mbrec.models import build_model
 from mbrec.models.copf import COPF, DFME, detached_behaviors
+from mbrec.models.copf.dfme import RowBlock
 from mbrec.train.allocator import keep_freed_memory
 from mbrec.train.checkpoint import atomic_write_json
 from mbrec.train.trainer import make_optimizer
@@ -48,8 +54,12 @@ ROOT = Path(__file__).resolve().parent
 BATCH_SIZE = 256
 
 
-def sparse_products(model: COPF) -> list[dict]:
-    """The step's graph products: operator, dense width and whether its input needs a gradient."""
+def sparse_products(model: COPF, batch: Batch | None = None) -> list[dict]:
+    """The step's graph products: operator, dense width and whether its input needs a gradient.
+
+    With ``batch`` (and DFME's ``restrict_rows``), the last fitting layer of each task uses the row block
+    of that batch's pairs, as :meth:`DFME.prepare_pairs` does; otherwise the full graphs.
+    """
     products = []
     for k, (op, layers) in enumerate(zip(model.encoder_ops, model.layers, strict=True)):
         products += [{"name": f"cogcn/{model.behaviors[k]}", "op": op, "width": model.config.dim,
@@ -62,21 +72,28 @@ def sparse_products(model: COPF) -> list[dict]:
         if weight == 0:
             continue
         frozen = len(detached_behaviors(head.stop_grad, k, n, head.fit_layers[k]))
+        last = head.graphs[k]
+        if batch is not None and head.restrict_rows:
+            t = batch.triples[model.behaviors[k]]
+            last = RowBlock.of_pairs(head.graphs[k], model.n_users, model.n_items, torch.cat([t.users, t.users]),
+                                     torch.cat([t.positives, t.negatives])).operator
         for group, grad in ((n - 1 - frozen, True), (frozen, False)):
             if group:
-                products += [{"name": f"dfme/{model.behaviors[k]}", "op": head.graphs[k],
-                              "width": group * head.dim, "backward": grad}] * head.fit_layers[k]
+                ops = [head.graphs[k]] * (head.fit_layers[k] - 1) + [last]
+                products += [{"name": f"dfme/{model.behaviors[k]}", "op": op, "width": group * head.dim,
+                              "backward": grad} for op in ops]
     return products
 
 
-def run_sparse(products: list[dict], inputs: dict[tuple[int, int], torch.Tensor]) -> None:
-    """Each product's forward ``S X`` and, where needed, backward ``Sᵀ G`` (G has X's shape: S is square)."""
+def run_sparse(products: list[dict], inputs: dict[int, torch.Tensor]) -> None:
+    """Each product's forward ``S X`` and, where needed, backward ``Sᵀ G``; X ``[cols, w]`` and G ``[rows, w]``
+    are leading row slices (no copies) of one random ``[M+N, w]`` tensor per width ``w`` (``inputs``)."""
     for p in products:
         op: SparseOperator = p["op"]
-        x = inputs[(id(op), p["width"])]
-        csr_product(op.matrix, x)
+        dense = inputs[p["width"]]
+        csr_product(op.matrix, dense[: op.shape[1]])
         if p["backward"]:
-            csr_product(op.transpose, x)
+            csr_product(op.transpose, dense[: op.shape[0]])
 
 
 def contrast_shapes(model: COPF, batch: Batch) -> list[tuple[int, int]]:
@@ -125,17 +142,16 @@ def main(argv: list[str] | None = None) -> dict:
     sampler = make_sampler(model.batch_spec, ds, BATCH_SIZE)
     batches = (batch for _ in itertools.count() for batch in sampler.epoch(rng))  # epochs back to back
 
-    products = sparse_products(model)
     gen = torch.Generator().manual_seed(0)
-    inputs = {(id(p["op"]), p["width"]): torch.randn(p["op"].shape[1], p["width"], generator=gen)
-              for p in products}
+    inputs = {p["width"]: torch.randn(p["op"].shape[1], p["width"], generator=gen) for p in sparse_products(model)}
     shadow = [torch.randn(p.shape, generator=gen).requires_grad_() for p in params]
     for copy in shadow:
         copy.grad = torch.randn(copy.shape, generator=gen)
     shadow_adam = make_optimizer(cfg.train, shadow)
     shift = 1.0 / model.config.tau
 
-    parts = ("sample", "forward", "backward", "adam", "step", "sparse", "contrastive", "adam_alone")
+    parts = ("sample", "forward", "backward", "adam", "step", "step_full_rows", "sparse", "contrastive",
+             "adam_alone")
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in parts}
     shapes_seen = []
     for i in range(args.warmup + args.steps):
@@ -152,7 +168,16 @@ def main(argv: list[str] | None = None) -> dict:
         t["backward"] = since(mark)
         t["adam"] = timed(optimizer.step)
         t["step"] = since(start)
+        # A/B on the same batch: DFME's fitting tables on every row (the path before the row blocks)
+        model.head.restrict_rows = False
+        mark = clock()
+        optimizer.zero_grad(set_to_none=True)
+        sum(model.losses(batch).values()).backward()
+        optimizer.step()
+        t["step_full_rows"] = tuple(a + b for a, b in zip(since(mark), t["sample"], strict=True))
+        model.head.restrict_rows = True
 
+        products = sparse_products(model, batch)
         t["sparse"] = timed(run_sparse, products, inputs)
         shapes = contrast_shapes(model, batch)
         operands = [(F.normalize(torch.randn(a, model.config.dim, generator=gen), dim=1) * shift,
@@ -164,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
             for name in parts:
                 samples[name].append(t[name])
         tag = "warm-up" if i < args.warmup else "step"
-        print(f"{tag} {i + 1}: step {t['step'][0]:.2f} s (cpu {t['step'][1]:.2f}); kernels "
+        print(f"{tag} {i + 1}: step {t['step'][0]:.2f} s (cpu {t['step'][1]:.2f}; full rows "
+              f"{t['step_full_rows'][0]:.2f}); kernels "
               f"{sum(t[n][0] for n in ('sparse', 'contrastive', 'adam_alone')):.2f} s", flush=True)
 
     medians = {name: median_times(samples[name]) for name in parts}
@@ -173,6 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     ratio = {unit: medians["step"][unit] / kernels[unit] for unit in kernels}
     ratio_no_sampling = {unit: (medians["step"][unit] - medians["sample"][unit]) / kernels[unit]
                          for unit in kernels}
+    full_over_rows = {unit: medians["step_full_rows"][unit] / medians["step"][unit] for unit in kernels}
     epoch_s = medians["step"]["wall_s"] * len(sampler)
     model.eval()
     eval_start = clock()
@@ -184,6 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"isolated kernels: {kernels['wall_s']:.3f} s (cpu {kernels['cpu_s']:.3f}); "
           f"ratio step / kernels = {ratio['wall_s']:.2f} (cpu {ratio['cpu_s']:.2f}), goal <= 1.5; "
           f"without sampling {ratio_no_sampling['wall_s']:.2f} (cpu {ratio_no_sampling['cpu_s']:.2f})")
+    print(f"full-row fitting tables / row blocks: {full_over_rows['wall_s']:.2f}x (cpu {full_over_rows['cpu_s']:.2f}x)"
+          " on the same batches")
     print(f"epoch ({len(sampler)} steps) ~ {epoch_s:.0f} s; {cfg.train.epochs} epochs ~ "
           f"{epoch_s * cfg.train.epochs / 3600:.2f} h (training only)")
     print(f"one full-ranking evaluation: {eval_wall:.1f} s (cpu {eval_cpu:.1f}); "
@@ -195,12 +224,13 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine_record(load_before),
         "config": "configs/copf_taobao.yaml", "params": cfg.params, "batch_size": BATCH_SIZE,
         "warmup": args.warmup, "steps": args.steps,
-        "sparse_products": [{"name": p["name"], "shape": list(p["op"].shape), "nnz": p["op"].nnz,
-                             "width": p["width"], "backward": p["backward"]} for p in products],
+        "sparse_products_last_step": [{"name": p["name"], "shape": list(p["op"].shape), "nnz": p["op"].nnz,
+                                       "width": p["width"], "backward": p["backward"]} for p in products],
         "contrastive_shapes_per_step": shapes_seen,
         "medians": medians,
         "samples": {name: [list(s) for s in samples[name]] for name in parts},
         "isolated_kernels": kernels, "ratio_step_over_kernels": ratio,
+        "ratio_full_rows_over_row_blocks": full_over_rows,
         "ratio_step_without_sampling_over_kernels": ratio_no_sampling,
         "steps_per_epoch": len(sampler), "epoch_estimate_s": epoch_s,
         "run_estimate_s": {"epochs": cfg.train.epochs, "training_s": epoch_s * cfg.train.epochs},

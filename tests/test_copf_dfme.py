@@ -156,6 +156,42 @@ def test_pair_scores_and_gradients_equal_reference(graphs, stop_grad, forward):
             torch.testing.assert_close(g_fast, g_ref, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize(("stop_grad", "fit_layers"), [("official", [1, 1, 1]), ("official", [3, 2, 1]),
+                                                       ("paper", [0, 2, 1]), ("paper_gate", [2, 1, 2]),
+                                                       ("none", [1, 3, 0]), ("all", [1, 1, 2])])
+def test_row_restricted_training_path_equals_full_tables(graphs, stop_grad, fit_layers):
+    """prepare_pairs (last fitting layer on the scored rows only) = prepare: scores and every gradient."""
+    head = make_dfme(graphs, fit_layers=fit_layers, stop_grad=stop_grad)
+    tables = random_tables()
+    inputs = [t for pair in tables for t in pair] + list(head.parameters())
+    gen = torch.Generator().manual_seed(5)
+    pairs = {k: (torch.randint(M, (40,), generator=gen), torch.randint(N, (40,), generator=gen)) for k in range(K)}
+    weights = torch.randn(40, generator=gen, dtype=torch.float64)
+    full, compact = head.prepare(tables, range(K)), head.prepare_pairs(tables, pairs)
+    for k, (users, items) in pairs.items():
+        assert compact[k].user_rows is not None and len(compact[k].slots[0][0]) == len(torch.unique(users))
+        fast, ref = head.pair_scores(compact, k, users, items), head.pair_scores(full, k, users, items)
+        torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-13)
+        for g_fast, g_ref in zip(grads_or_zeros((fast * weights).sum(), inputs),
+                                 grads_or_zeros((ref * weights).sum(), inputs), strict=True):
+            torch.testing.assert_close(g_fast, g_ref, rtol=1e-11, atol=1e-13)
+    outside = int(torch.tensor([u for u in range(M) if u not in pairs[0][0].tolist()])[0])
+    with pytest.raises(ValueError, match="outside the rows"):
+        head.pair_scores(compact, 0, torch.tensor([outside]), pairs[0][1][:1])
+    with pytest.raises(ValueError, match="cannot score all items"):
+        head.all_scores(compact, K - 1, torch.arange(3))
+
+
+def test_row_restriction_falls_back_to_full_tables(graphs):
+    pairs = {0: (torch.tensor([1, 2]), torch.tensor([3, 4])), 1: (torch.zeros(0, dtype=torch.long),) * 2}
+    head = make_dfme(graphs)
+    state = head.prepare_pairs(random_tables(), pairs)
+    assert state[0].user_rows is not None and state[1].user_rows is None          # no pairs: full tables
+    head.restrict_rows = False
+    assert head.prepare_pairs(random_tables(), pairs)[0].user_rows is None
+    assert make_dfme(graphs, forward="plain").prepare_pairs(random_tables(), pairs)[0].user_rows is None
+
+
 @pytest.mark.parametrize("stop_grad", ["official", "paper_gate"])
 def test_all_item_scores_equal_per_pair_reference(graphs, stop_grad, monkeypatch):
     monkeypatch.setattr(dfme_module, "PAIR_BUDGET", 7 * K * 6)       # several uneven item chunks

@@ -192,9 +192,9 @@ def test_zero_weight_tasks_are_skipped_but_keep_contrast(ds, monkeypatch):
     calls = []
     original = DFME.fitting_tables
 
-    def spy(self, stacked, k, behaviors):
+    def spy(self, stacked, k, behaviors, rows=None):
         calls.append(k)
-        return original(self, stacked, k, behaviors)
+        return original(self, stacked, k, behaviors, rows)
 
     monkeypatch.setattr(DFME, "fitting_tables", spy)
     model = build_model("copf", ds, {"dim": 8, "bpr_weights": [0.0, 1 / 3, 2 / 3]})

@@ -31,9 +31,12 @@ Stop-gradient (Eq. 14), ``stop_grad`` = which non-own slots of task k are detach
 
 A detached fitting table is computed under ``no_grad`` (no gradient to EU/EV of j or k, R_k or W_l through
 it). Efficiency: the fitting tables of one task share :math:`\hat A_k` and are propagated together, one
-``[(M+N), g·d]`` spmm per layer for the trainable group and one for the detached group. Evaluation
-scores B users against all N items exactly: per item chunk an ``[S, B, C]`` gate softmax and S matmuls
-``[B,d]×[d,C]``.
+``[(M+N), g·d]`` spmm per layer for the trainable group and one for the detached group. In training
+(:meth:`DFME.prepare_pairs`, on CPU) the **last** layer is computed only for the rows the step scores — the
+users and items of task k's pairs — with the row block of :math:`\hat A_k` (a batch touches 256 of the M
+user rows): the same sums for those rows, fewer nonzeros in the product and its backward; the other rows of
+:math:`T_{k,j}` never reach a loss. Evaluation scores B users against all N items exactly: per item chunk an
+``[S, B, C]`` gate softmax and S matmuls ``[B,d]×[d,C]``.
 """
 
 from __future__ import annotations
@@ -63,12 +66,49 @@ class TaskExperts:
         gate_users, gate_items: ``[M, S]`` (bias included) and ``[N, S]`` gate logits; ``None`` = unit
             weights.
         detached_gate: slots whose gate weight is detached (``stop_grad="paper_gate"``).
+        user_rows, item_rows: ``[M]`` / ``[N]`` position of each user / item in compact slots that hold
+            only the rows a step scores (:meth:`DFME.prepare_pairs`; -1 = absent), or ``None`` (full tables).
     """
 
     slots: list[TablePair]
     gate_users: torch.Tensor | None = None
     gate_items: torch.Tensor | None = None
     detached_gate: tuple[int, ...] = ()
+    user_rows: torch.Tensor | None = None
+    item_rows: torch.Tensor | None = None
+
+
+@dataclass
+class RowBlock:
+    """The rows of a node table that one task's pairs read, and the matching row block of its graph.
+
+    ``users [U]``, ``items [I]`` sorted unique ids; ``index [U+I]`` their node rows (items offset by M);
+    ``user_rows [M]`` / ``item_rows [N]``: position in ``users`` / ``items`` (-1 = absent);
+    ``operator``: ``Â[index]`` ``[U+I, M+N]`` with its transpose (for the backward product).
+    """
+
+    users: torch.Tensor
+    items: torch.Tensor
+    index: torch.Tensor
+    user_rows: torch.Tensor
+    item_rows: torch.Tensor
+    operator: SparseOperator
+
+    @classmethod
+    def of_pairs(cls, graph: SparseOperator, n_users: int, n_items: int, users: torch.Tensor,
+                 items: torch.Tensor) -> RowBlock:
+        def positions(ids: torch.Tensor, size: int) -> torch.Tensor:
+            out = torch.full((size,), -1, dtype=torch.long, device=ids.device)
+            out[ids] = torch.arange(len(ids), device=ids.device)
+            return out
+
+        unique_users, unique_items = torch.unique(users), torch.unique(items)
+        index = torch.cat([unique_users, unique_items + n_users])
+        block = SparseOperator(graph.scipy[index.cpu().numpy()], graph.device, symmetric=False)
+        if block.matrix.dtype != graph.matrix.dtype:          # a model cast with .double() (tests)
+            block.matrix, block.transpose = block.matrix.to(graph.matrix.dtype), block.transpose.to(graph.matrix.dtype)
+        return cls(unique_users, unique_items, index, positions(unique_users, n_users),
+                   positions(unique_items, n_items), block)
 
 
 def gate_logits(weight: torch.Tensor, bias: torch.Tensor, users: torch.Tensor,
@@ -81,6 +121,10 @@ def gate_logits(weight: torch.Tensor, bias: torch.Tensor, users: torch.Tensor,
 def expert_pair_scores(experts: TaskExperts, users: torch.Tensor, items: torch.Tensor,
                        mult: float) -> torch.Tensor:
     """``mult · Σ_s g_s ⟨U_s[u], V_s[v]⟩`` for parallel ``users``, ``items`` ``[P]`` -> ``[P]``."""
+    if experts.user_rows is not None:
+        users, items = experts.user_rows[users], experts.item_rows[items]
+        if bool((users < 0).any()) or bool((items < 0).any()):
+            raise ValueError("pairs outside the rows these experts were prepared for")
     sims = torch.stack([(u_tab[users] * v_tab[items]).sum(-1) for u_tab, v_tab in experts.slots], dim=-1)
     if experts.gate_users is None:
         return mult * sims.sum(-1)
@@ -93,6 +137,8 @@ def expert_pair_scores(experts: TaskExperts, users: torch.Tensor, items: torch.T
 
 def expert_all_scores(experts: TaskExperts, users: torch.Tensor, mult: float) -> torch.Tensor:
     """Exact scores of ``users [B]`` against every item, ``[B, N]`` (item chunks of ``[S, B, C]`` gates)."""
+    if experts.user_rows is not None:
+        raise ValueError("experts prepared for a step's pairs cannot score all items (prepare full tables)")
     user_rows = [u_tab[users] for u_tab, _ in experts.slots]
     if experts.gate_users is None:
         return mult * (torch.cat(user_rows, 1) @ torch.cat([v for _, v in experts.slots], 1).T)
@@ -122,6 +168,12 @@ class PredictionHead(nn.Module):
 
     def prepare(self, tables: Sequence[TablePair], tasks: Sequence[int]) -> dict[int, Any]:
         raise NotImplementedError
+
+    def prepare_pairs(self, tables: Sequence[TablePair],
+                      pairs: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> dict[int, Any]:
+        """:meth:`prepare` for a training step that will score only ``pairs[k] = (users [P], items [P])``
+        in task k (the tasks are the keys); a head may then skip rows no pair reads (DFME does)."""
+        return self.prepare(tables, list(pairs))
 
     def pair_scores(self, state: dict[int, Any], k: int, users: torch.Tensor,
                     items: torch.Tensor) -> torch.Tensor:
@@ -182,6 +234,7 @@ class DFME(PredictionHead):
         detached_behaviors(stop_grad, 0, n, self.fit_layers[0])  # validates the name
         self.dim, self.alpha, self.beta, self.fit_scale, self.mult = dim, alpha, beta, fit_scale, mult
         self.stop_grad, self.forward = stop_grad, forward
+        self.restrict_rows = True    # prepare_pairs: last fitting layer on the scored rows only (exact)
         self.behavior_emb = nn.Parameter(torch.empty(n, dim))                       # R
         self.layer_weights = nn.ParameterList(
             [nn.Parameter(torch.empty(dim, dim)) for _ in range(max(self.fit_layers) - 1)])  # W_l, l >= 1
@@ -197,33 +250,47 @@ class DFME(PredictionHead):
     def regularized(self) -> list[torch.Tensor]:
         return [self.gate_weight, *self.layer_weights]
 
-    def fitting_tables(self, stacked: Sequence[torch.Tensor], k: int,
-                       behaviors: Sequence[int]) -> list[torch.Tensor]:
+    def fitting_tables(self, stacked: Sequence[torch.Tensor], k: int, behaviors: Sequence[int],
+                       rows: RowBlock | None = None) -> list[torch.Tensor]:
         r""":math:`T_{k,j}` ``[(M+N), d]`` for every ``j`` in ``behaviors``, propagated together on Â_k.
 
         The recursion is linear in Y⁰, so s is folded into Y⁰ (``Ŷ = sY``, ``T = Σ_l Ŷ^l``), and the
-        last layer adds :math:`Ŷ^L = Ŷ^{L-1} + Â(Ŷ^{L-1} \circ r)` without materialising it.
+        last layer adds :math:`Ŷ^L = Ŷ^{L-1} + Â(Ŷ^{L-1} \circ r)` without materialising it. With ``rows``
+        only those rows of T are returned (``[R, d]`` each) and the last layer's product uses the row block
+        ``Â_k[rows]`` (exact: row i of ``Â Y`` is ``Â[i] Y``).
         """
         group, layers = len(behaviors), self.fit_layers[k]
         own = stacked[k] * (self.fit_scale * self.beta / 2)
         other_scale = self.fit_scale * self.alpha / 2
         y = torch.cat([torch.add(own, stacked[j], alpha=other_scale) for j in behaviors], 1)
         r, acc = self.behavior_emb[k], y
+        if layers == 0 and rows is not None:
+            acc = acc[rows.index]
         for layer in range(layers):
             if layer >= 1:
                 r = r @ self.layer_weights[layer - 1]
-            z = spmm(self.graphs[k], y * r.repeat(group))
-            if layer < layers - 1:
+            last = layer == layers - 1
+            op = rows.operator if last and rows is not None else self.graphs[k]
+            z = spmm(op, y * r.repeat(group))
+            if not last:
                 y = y + z
                 acc = acc + y
             else:
+                if rows is not None:
+                    y = y[rows.index]
+                    acc = acc[rows.index] if layer > 0 else y
                 acc = torch.add(z, y, alpha=2) if layer == 0 else acc + y + z
         return list(acc.split(self.dim, dim=1))
 
     def task_experts(self, tables: Sequence[TablePair], stacked: Sequence[torch.Tensor] | None,
-                     k: int) -> TaskExperts:
-        """Slots (own first, then other behaviors ascending) and gate logits of task ``k``."""
+                     k: int, pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> TaskExperts:
+        """Slots (own first, then other behaviors ascending) and gate logits of task ``k``; with ``pairs``
+        (``forward="fit"``) compact slots holding only the users and items of those pairs."""
         n_users = tables[0][0].shape[0]
+        own, rows = tables[k], None
+        if pairs is not None:
+            rows = RowBlock.of_pairs(self.graphs[k], n_users, tables[0][1].shape[0], *pairs)
+            own, n_users = (own[0][rows.users], own[1][rows.items]), len(rows.users)
         others = [j for j in range(len(tables)) if j != k]
         detached = detached_behaviors(self.stop_grad, k, len(tables), self.fit_layers[k])
         experts: dict[int, TablePair] = {}
@@ -237,16 +304,31 @@ class DFME(PredictionHead):
             for group, grad in ((trainable, torch.is_grad_enabled()), (frozen, False)):
                 if group:
                     with torch.set_grad_enabled(grad):
-                        for j, table in zip(group, self.fitting_tables(stacked, k, group), strict=True):
+                        for j, table in zip(group, self.fitting_tables(stacked, k, group, rows), strict=True):
                             experts[j] = (table[:n_users], table[n_users:])
-        gate_users, gate_items = gate_logits(self.gate_weight, self.gate_bias, *tables[k])
+        gate_users, gate_items = gate_logits(self.gate_weight, self.gate_bias, *own)
         gate_detached = ()
         if self.stop_grad == "paper_gate":
             gate_detached = tuple(1 + others.index(j) for j in sorted(detached))
-        return TaskExperts([tables[k], *(experts[j] for j in others)], gate_users, gate_items, gate_detached)
+        compact = (rows.user_rows, rows.item_rows) if rows is not None else (None, None)
+        return TaskExperts([own, *(experts[j] for j in others)], gate_users, gate_items, gate_detached, *compact)
 
     def prepare(self, tables: Sequence[TablePair], tasks: Sequence[int]) -> dict[int, TaskExperts]:
         if len(tables) != len(self.graphs):
             raise ValueError(f"DFME was built for {len(self.graphs)} behaviors, got {len(tables)} pairs")
         stacked = [torch.cat(pair) for pair in tables] if self.forward == "fit" else None
         return {k: self.task_experts(tables, stacked, k) for k in tasks}
+
+    def prepare_pairs(self, tables: Sequence[TablePair],
+                      pairs: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> dict[int, TaskExperts]:
+        """Fitting tables for the rows of each task's pairs only (module docstring); full tables when
+        ``forward="plain"`` (nothing to save), off the CPU (the row blocks are cut on the host) or with
+        ``restrict_rows = False``."""
+        if (not self.restrict_rows or self.forward != "fit"
+                or any(op.device.type != "cpu" for op in self.graphs)):
+            return self.prepare(tables, list(pairs))
+        if len(tables) != len(self.graphs):
+            raise ValueError(f"DFME was built for {len(self.graphs)} behaviors, got {len(tables)} pairs")
+        stacked = [torch.cat(pair) for pair in tables]
+        return {k: self.task_experts(tables, stacked, k, pair if len(pair[0]) else None)
+                for k, pair in pairs.items()}

@@ -5,7 +5,8 @@ One training step (batches: every user once per epoch; per behavior ``min(40, de
 replacement and negatives rejected against the same behavior, copf.md §1.4):
 
 1. ``tables = encode()``: K pairs ``(EU[k] [M, d], EV[k] [N, d])`` — COGCN (:mod:`.cogcn`) or LightGCN-M;
-2. ``head.prepare(tables, active tasks)``: fitting tables etc., once; tasks with ``λ_k = 0`` are skipped;
+2. ``head.prepare_pairs(tables, {task: its pairs})``: fitting tables etc., once, for the active tasks
+   (``λ_k = 0`` skipped; DFME computes its last fitting layer only on the rows the pairs read);
 3. losses: ``bpr/<behavior>`` = :math:`3\lambda_k \cdot \mathrm{mean}\,\mathrm{softplus}(\hat y^k_-
    - \hat y^k_+)`; ``aux/cl/<behavior>`` = the contrastive loss of every auxiliary behavior
    (:mod:`.contrastive`, also for ``λ_k = 0``; omitted when ``cl_weight = 0``); ``reg/l2`` =
@@ -238,12 +239,15 @@ class MultiTaskModel(Recommender):
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         tables = self.encode()
         active = [k for k, w in enumerate(self.task_weights) if w != 0]
-        state = self.head.prepare(tables, active)
+        pairs = {}
+        for k in active:
+            t = batch.triples[self.behaviors[k]]
+            pairs[k] = (torch.cat([t.users, t.users]), torch.cat([t.positives, t.negatives]))
+        state = self.head.prepare_pairs(tables, pairs)
         out: dict[str, torch.Tensor] = {}
         for k in active:
             t = batch.triples[self.behaviors[k]]
-            scores = self.head.pair_scores(state, k, torch.cat([t.users, t.users]),
-                                           torch.cat([t.positives, t.negatives]))
+            scores = self.head.pair_scores(state, k, *pairs[k])
             pos, neg = scores[: len(t)], scores[len(t):]
             out[f"bpr/{self.behaviors[k]}"] = self.task_weights[k] * bpr_loss(pos, neg)
         out.update(self.head.extra_losses(state, batch, self.task_weights))
