@@ -11,16 +11,11 @@ with the tuning, ``--rounds`` times each, and reports the median step time of ea
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import statistics
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
-from benchlib import command_record, load_average, machine_record
+from benchlib import command_record, copf_step_in_subprocess, load_average, machine_record
 
 from mbrec.train.checkpoint import atomic_write_json
 
@@ -30,14 +25,7 @@ ROOT = Path(__file__).resolve().parent
 def one_run(tuned: bool, threads: int, steps: int) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env["MBREC_MALLOC_TUNING"] = "1" if tuned else "0"
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "step.json"
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
-        subprocess.run([sys.executable, str(ROOT / "bench_copf_step.py"), "--threads", str(threads),
-                        "--steps", str(steps), "--out", str(out)], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
-        faults = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - before
-        record = json.loads(out.read_text())
+    record, faults = copf_step_in_subprocess(env, threads, steps)
     if record["machine"]["malloc_tuning"] != tuned:
         raise SystemExit(f"the step benchmark ran with malloc_tuning={record['machine']['malloc_tuning']}")
     return {"step_wall_s": record["medians"]["step"]["wall_s"], "kernels_wall_s":

@@ -6,11 +6,15 @@ import this file as the sibling module ``benchlib``.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import resource
 import shlex
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -90,3 +94,16 @@ def load_or_skip(name: str) -> MultiBehaviorDataset:
     except DatasetNotFound as e:
         print(f"skipped: dataset {name!r} not found ({e})")
         raise SystemExit(0) from None
+
+
+# ------------------------------------------------------------------------------------- subprocesses
+def copf_step_in_subprocess(env: dict[str, str], threads: int, steps: int) -> tuple[dict, int]:
+    """Run ``bench_copf_step.py`` in a fresh process with environment ``env``: (its record, the process's
+    minor page faults). For A/B benchmarks of process-wide settings (allocator, preloaded libraries)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "step.json"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
+        subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_copf_step.py"), "--threads", str(threads),
+                        "--steps", str(steps), "--out", str(out)], check=True, env=env, stdout=subprocess.DEVNULL)
+        faults = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - before
+        return json.loads(out.read_text()), faults

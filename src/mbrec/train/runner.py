@@ -28,8 +28,17 @@ from mbrec.train.seeding import resolve_device, seed_everything
 from mbrec.train.trainer import FitResult, Trainer
 
 
+def mkl_shim_loaded() -> bool:
+    """Whether ``scripts/mkl_amd_shim.sh``'s library is preloaded into this process (Linux; else False)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as fh:
+            return any("libmkl_amd_shim" in line for line in fh)
+    except OSError:
+        return False
+
+
 def describe_device(device: torch.device) -> str:
-    """Human description: GPU name, or CPU model with core and thread counts."""
+    """Human description: GPU name, or CPU model with core and thread counts (and the MKL shim when loaded)."""
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     cpu = platform.processor() or platform.machine()
@@ -41,7 +50,8 @@ def describe_device(device: torch.device) -> str:
                     break
     except OSError:
         pass
-    return f"cpu: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    shim = " (MKL vendor-check shim)" if mkl_shim_loaded() else ""
+    return f"cpu: {cpu}{shim}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
 def load_run_dataset(cfg: RunConfig) -> MultiBehaviorDataset:
