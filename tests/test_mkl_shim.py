@@ -48,3 +48,13 @@ def test_shim_is_reported_and_changes_no_result(tmp_path):
     for key in ("gemm", "spmm"):
         for p, s in zip(plain[key], shimmed[key], strict=True):
             assert s == pytest.approx(p, rel=1e-4, abs=1e-4)
+
+
+def test_hint_only_for_amd_cpus_with_avx2():
+    from mbrec.train import runner
+
+    amd = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 fma\n"
+    assert runner.mkl_shim_hint("vendor_id\t: GenuineIntel\nflags\t\t: fpu avx2\n") is None
+    assert runner.mkl_shim_hint("vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2\n") is None
+    hint = runner.mkl_shim_hint(amd)
+    assert hint is not None and "scripts/mkl_amd_shim.sh" in hint and "\n" not in hint
