@@ -74,9 +74,8 @@ def sparse_products(model: COPF, batch: Batch | None = None) -> list[dict]:
         frozen = len(detached_behaviors(head.stop_grad, k, n, head.fit_layers[k]))
         last = head.graphs[k]
         if batch is not None and head.restrict_rows:
-            t = batch.triples[model.behaviors[k]]
-            last = RowBlock.of_pairs(head.graphs[k], model.n_users, model.n_items, torch.cat([t.users, t.users]),
-                                     torch.cat([t.positives, t.negatives])).operator
+            last = RowBlock.of_pairs(head.graphs[k], model.n_users, model.n_items,
+                                     *model.task_pairs(batch)[k]).operator
         for group, grad in ((n - 1 - frozen, True), (frozen, False)):
             if group:
                 ops = [head.graphs[k]] * (head.fit_layers[k] - 1) + [last]

@@ -51,7 +51,7 @@ def test_shim_is_reported_and_changes_no_result(tmp_path):
 
 
 def test_hint_only_for_amd_cpus_with_avx2():
-    from mbrec.train import runner
+    from mbrec.train import mkl_shim as runner
 
     amd = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 fma\n"
     assert runner.mkl_shim_hint("vendor_id\t: GenuineIntel\nflags\t\t: fpu avx2\n") is None

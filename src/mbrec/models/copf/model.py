@@ -236,13 +236,19 @@ class MultiTaskModel(Recommender):
     def encode(self) -> list[TablePair]:
         raise NotImplementedError
 
+    def task_pairs(self, batch: Batch) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Per task with ``λ_k > 0``: the (users, items) pairs it scores, positives first, ``[2P]`` each."""
+        pairs = {}
+        for k, weight in enumerate(self.task_weights):
+            if weight != 0:
+                t = batch.triples[self.behaviors[k]]
+                pairs[k] = (torch.cat([t.users, t.users]), torch.cat([t.positives, t.negatives]))
+        return pairs
+
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         tables = self.encode()
-        active = [k for k, w in enumerate(self.task_weights) if w != 0]
-        pairs = {}
-        for k in active:
-            t = batch.triples[self.behaviors[k]]
-            pairs[k] = (torch.cat([t.users, t.users]), torch.cat([t.positives, t.negatives]))
+        pairs = self.task_pairs(batch)
+        active = list(pairs)
         state = self.head.prepare_pairs(tables, pairs)
         out: dict[str, torch.Tensor] = {}
         for k in active:
