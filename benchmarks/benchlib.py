@@ -23,7 +23,7 @@ import torch
 
 from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.data.registry import DatasetNotFound, load_dataset
-from mbrec.train.allocator import freed_memory_kept
+from mbrec.train.allocator import freed_memory_kept, mmap_enabled
 from mbrec.train.runner import describe_device
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +47,7 @@ def machine_record(load_before: list[float] | None = None) -> dict:
     if load_before is None:
         record["platform"] = platform.platform()
     record |= {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-               "malloc_tuning": freed_memory_kept()}
+               "malloc_tuning": freed_memory_kept(), "malloc_mmap": mmap_enabled() if freed_memory_kept() else True}
     if load_before is None:
         return record | {"python": platform.python_version(), "load_average_1_5_15": load_average()}
     return record | {"load_average_before": load_before, "load_average_after": load_average()}

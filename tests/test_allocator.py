@@ -21,15 +21,17 @@ class MallInfo2(ctypes.Structure):
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
 before = libc.mallinfo2().hblkhd
-x = torch.ones(6_000_000)
+x = torch.ones(int(sys.argv[2]))
 print(applied, libc.mallinfo2().hblkhd - before)
 """
 
 
-def mmapped_growth(mode: str, env: dict | None = None) -> tuple[str, int]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "MBREC_MALLOC_TUNING"}
+def mmapped_growth(mode: str, env: dict | None = None, floats: int = 6_000_000) -> tuple[str, int]:
+    environ = {k: v for k, v in os.environ.items()
+               if not k.startswith("MALLOC_") and k not in ("MBREC_MALLOC_TUNING", "MBREC_MALLOC_MMAP")}
     environ.update(env or {})
-    result = subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, env=environ)
+    result = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(floats)], capture_output=True, text=True,
+                            env=environ)
     if result.returncode != 0:
         pytest.skip(f"no glibc mallinfo2: {result.stderr.strip().splitlines()[-1]}")
     applied, growth = result.stdout.split()
@@ -46,3 +48,12 @@ def test_big_tensors_come_from_the_heap_once_tuned():
 def test_opt_out_and_user_settings_are_respected():
     assert mmapped_growth("on", {"MBREC_MALLOC_TUNING": "0"})[0] == "False"
     assert mmapped_growth("on", {"MALLOC_ARENA_MAX": "2"})[0] == "False"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_blocks_above_the_threshold_leave_mmap_only_when_it_is_off():
+    # 40 MB is above glibc's 32 MiB ceiling for the mmap threshold: mapped unless mmap is off
+    big = 10_000_000
+    assert mmapped_growth("on", {"MBREC_MALLOC_MMAP": "1"}, big) == ("True", pytest.approx(40_000_000, rel=0.01))
+    assert mmapped_growth("on", {"MBREC_MALLOC_MMAP": "0"}, big) == ("True", 0)
+    assert mmapped_growth("on", {"MBREC_MALLOC_MMAP": "0"}) == ("True", 0)

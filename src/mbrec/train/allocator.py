@@ -9,6 +9,11 @@ instead of 1.0M per COPF step benchmark process) and a small gain, 1.02x on a CO
 (``benchmarks/bench_allocator.py``). The resident size then stays at the peak working set instead of
 shrinking between steps.
 
+32 MiB is glibc's ceiling for that threshold, so bigger blocks (COPF's ``[anchors, items]`` contrastive
+logits on Taobao: 45 MB, allocated and freed every step) still get fresh pages. ``MBREC_MALLOC_MMAP=0``
+also turns glibc's mmap off (``M_MMAP_MAX = 0``), so those blocks come from the kept heap as well
+(``benchmarks/bench_allocator.py`` compares the three settings).
+
 It does nothing on other C libraries, when ``MBREC_MALLOC_TUNING=0``, or when the user already set
 glibc's own ``MALLOC_*`` environment variables.
 """
@@ -20,10 +25,11 @@ import ctypes.util
 import os
 import sys
 
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -2, -3, -4
 MMAP_THRESHOLD = 32 * 1024 * 1024          # glibc's upper limit for M_MMAP_THRESHOLD on 64-bit
 TOP_PAD = 64 * 1024 * 1024
 TRIM_THRESHOLD = 2**31 - 1                # never trim (mallopt takes an int)
+DEFAULT_MMAP = "1"                        # MBREC_MALLOC_MMAP when unset
 _applied: bool | None = None
 
 
@@ -42,9 +48,19 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _applied = all(mallopt(param, value) == 1 for param, value in (
-        (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD)))
+    settings = [(M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD)]
+    if not mmap_enabled():
+        settings.append((M_MMAP_MAX, 0))
+    _applied = all(mallopt(param, value) == 1 for param, value in settings)
     return _applied
+
+
+def mmap_enabled() -> bool:
+    """Whether the tuning leaves glibc's mmap on for blocks above the threshold (``MBREC_MALLOC_MMAP``)."""
+    value = os.environ.get("MBREC_MALLOC_MMAP", DEFAULT_MMAP)
+    if value not in ("0", "1"):
+        raise ValueError(f"MBREC_MALLOC_MMAP must be 0 or 1, got {value!r}")
+    return value == "1"
 
 
 def freed_memory_kept() -> bool:

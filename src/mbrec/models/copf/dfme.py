@@ -255,7 +255,9 @@ class DFME(PredictionHead):
         r""":math:`T_{k,j}` ``[(M+N), d]`` for every ``j`` in ``behaviors``, propagated together on Â_k.
 
         The recursion is linear in Y⁰, so s is folded into Y⁰ (``Ŷ = sY``, ``T = Σ_l Ŷ^l``), and the
-        last layer adds :math:`Ŷ^L = Ŷ^{L-1} + Â(Ŷ^{L-1} \circ r)` without materialising it. With ``rows``
+        last layer adds :math:`Ŷ^L = Ŷ^{L-1} + Â(Ŷ^{L-1} \circ r)` without materialising it. Every product
+        is taken as :math:`(ÂŶ) \circ r` (a column scaling commutes with Â), so r scales the product's rows
+        only — the row block's R rows in the last layer, not all M+N. With ``rows``
         only those rows of T are returned (``[R, d]`` each) and the last layer's product uses the row block
         ``Â_k[rows]`` (exact: row i of ``Â Y`` is ``Â[i] Y``).
         """
@@ -271,7 +273,7 @@ class DFME(PredictionHead):
                 r = r @ self.layer_weights[layer - 1]
             last = layer == layers - 1
             op = rows.operator if last and rows is not None else self.graphs[k]
-            z = spmm(op, y * r.repeat(group))
+            z = spmm(op, y) * r.repeat(group)          # Â(Y∘r) = (ÂY)∘r: the product scales R rows, not M+N
             if not last:
                 y = y + z
                 acc = acc + y
