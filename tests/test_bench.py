@@ -386,7 +386,10 @@ def test_shipped_grid_files_are_valid(monkeypatch):
             "CRGCN+DFME": "crgcn", "MB-CGCN+DFME": "mbcgcn", "PKEF+DFME": "pkef"}
         assert set(grid.proposed_labels) == {"COPF", "MBSSL"}
     copf = expand_grid(load_grid(REPO / "benchmarks/grids/copf_taobao.yaml"))
-    assert len(copf) == 42 and all(c.config.model == "copf" and c.config.train.epochs == 200 for c in copf)
+    assert len(copf) == 42 and all(c.config.model == "copf" for c in copf)
+    # the Table 3 ablations run 120 of the 200 epochs (a stated CPU budget), every other row all 200
+    assert {c.label: c.config.train.epochs for c in copf if c.config.train.epochs != 200} == {
+        label: 120 for label in ("wo-COGCN", "wo-DFME", "wo-con", "wo-fit")}
     switches = {c.label: (c.config.params.get("variant"), c.config.params["stop_grad"], c.config.params["tau"])
                 for c in copf}
     assert switches["COPF"] == (None, "official", 0.1) and switches["COPF-sg-paper"][1] == "paper"
