@@ -53,11 +53,17 @@ def machine_record(load_before: list[float] | None = None) -> dict:
     return record | {"load_average_before": load_before, "load_average_after": load_average()}
 
 
+RECORDED_ENV = ("LD_PRELOAD", "MBREC_MALLOC_TUNING", "MBREC_MALLOC_MMAP")  # change what a benchmark measures
+
+
 def command_record() -> str:
-    """The command line as run from the repository root: ``python benchmarks/<script>.py <args>``."""
+    """The command line as run from the repository root: ``[VAR=value ...] python benchmarks/<script>.py <args>``,
+    with the environment variables of :data:`RECORDED_ENV` that are set (paths under the repository relative)."""
     script = Path(sys.argv[0]).resolve()
     shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
-    return " ".join(["python", shlex.quote(str(shown)), *(shlex.quote(a) for a in sys.argv[1:])])
+    env = [f"{name}={shlex.quote(os.environ[name]).replace(str(REPO) + '/', '$PWD/')}"
+           for name in RECORDED_ENV if os.environ.get(name)]
+    return " ".join([*env, "python", shlex.quote(str(shown)), *(shlex.quote(a) for a in sys.argv[1:])])
 
 
 # ------------------------------------------------------------------------------------- timing
