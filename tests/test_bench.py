@@ -386,7 +386,7 @@ def test_shipped_grid_files_are_valid(monkeypatch):
             "CRGCN+DFME": "crgcn", "MB-CGCN+DFME": "mbcgcn", "PKEF+DFME": "pkef"}
         assert set(grid.proposed_labels) == {"COPF", "MBSSL"}
     copf = expand_grid(load_grid(REPO / "benchmarks/grids/copf_taobao.yaml"))
-    assert len(copf) == 42 and all(c.config.model == "copf" for c in copf)
+    assert len(copf) == 45 and all(c.config.model == "copf" for c in copf)
     # the Table 3 ablations run 120 of the 200 epochs (a stated CPU budget), every other row all 200
     assert {c.label: c.config.train.epochs for c in copf if c.config.train.epochs != 200} == {
         label: 120 for label in ("wo-COGCN", "wo-DFME", "wo-con", "wo-fit")}
@@ -397,6 +397,7 @@ def test_shipped_grid_files_are_valid(monkeypatch):
     layers = {c.label: c.config.params["cogcn_layers"] for c in copf}
     assert layers["COPF"] == [1, 1, 1] and layers["COPF-L2"] == [2, 2, 2] and layers["COPF-L3"] == [3, 3, 3]
     assert layers["COPF-L411"] == [4, 1, 1] and layers["COPF-L411-sg-paper"] == [4, 1, 1]
+    assert layers["COPF-L411-valid"] == [4, 1, 1]             # the final configuration, validation-selected too
     weights = {c.label: c.config.params["bpr_weights"] for c in copf}
     assert layers["COPF-L411-w033"] == [4, 1, 1] and weights["COPF-L411-w033"] == pytest.approx([0, 2 / 3, 1 / 3])
     assert weights["COPF-L411"] == pytest.approx([1 / 3] * 3)
@@ -405,4 +406,4 @@ def test_shipped_grid_files_are_valid(monkeypatch):
     assert schedules["COPF-L411-sg-paper-constlr"] == "constant" and schedules["COPF-L411-sg-paper"] == "staircase"
     assert layers["COPF-L411-sg-paper-constlr"] == [4, 1, 1] and switches["COPF-L411-sg-paper-constlr"][1] == "paper"
     holdout = {c.label for c in copf if c.config.data.validation == "holdout"}
-    assert holdout == {"COPF-valid"}
+    assert holdout == {"COPF-valid", "COPF-L411-valid"}
