@@ -386,7 +386,7 @@ def test_shipped_grid_files_are_valid(monkeypatch):
             "CRGCN+DFME": "crgcn", "MB-CGCN+DFME": "mbcgcn", "PKEF+DFME": "pkef"}
         assert set(grid.proposed_labels) == {"COPF", "MBSSL"}
     copf = expand_grid(load_grid(REPO / "benchmarks/grids/copf_taobao.yaml"))
-    assert len(copf) == 45 and all(c.config.model == "copf" for c in copf)
+    assert len(copf) == 48 and all(c.config.model == "copf" for c in copf)
     # the Table 3 ablations run 120 of the 200 epochs (a stated CPU budget), every other row all 200
     assert {c.label: c.config.train.epochs for c in copf if c.config.train.epochs != 200} == {
         label: 120 for label in ("wo-COGCN", "wo-DFME", "wo-con", "wo-fit")}
@@ -398,6 +398,8 @@ def test_shipped_grid_files_are_valid(monkeypatch):
     assert layers["COPF"] == [1, 1, 1] and layers["COPF-L2"] == [2, 2, 2] and layers["COPF-L3"] == [3, 3, 3]
     assert layers["COPF-L411"] == [4, 1, 1] and layers["COPF-L411-sg-paper"] == [4, 1, 1]
     assert layers["COPF-L411-valid"] == [4, 1, 1]             # the final configuration, validation-selected too
+    scales = {c.label: c.config.params.get("fit_scale", 0.1) for c in copf}
+    assert scales["COPF-L411-fit1"] == 1.0 and layers["COPF-L411-fit1"] == [4, 1, 1] and scales["COPF-L411"] == 0.1
     weights = {c.label: c.config.params["bpr_weights"] for c in copf}
     assert layers["COPF-L411-w033"] == [4, 1, 1] and weights["COPF-L411-w033"] == pytest.approx([0, 2 / 3, 1 / 3])
     assert weights["COPF-L411"] == pytest.approx([1 / 3] * 3)
