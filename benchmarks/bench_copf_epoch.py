@@ -32,13 +32,15 @@ from pathlib import Path
 import torch
 from benchlib import REPO, command_record, load_average, load_or_skip, machine_record
 
-from mbrec.config import load_run_config
+from mbrec.config import RunConfig, load_run_config
+from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.eval import evaluate
 from mbrec.models import build_model
 from mbrec.train.checkpoint import atomic_write_json
 from mbrec.train.schedule import is_eval_epoch
 
 ROOT = Path(__file__).resolve().parent
+CONFIG = REPO / "configs" / "copf_taobao.yaml"
 
 
 def train_run(setting: str, extra_env: dict[str, str], threads: int, epochs: int, overrides: list[str],
@@ -46,7 +48,7 @@ def train_run(setting: str, extra_env: dict[str, str], threads: int, epochs: int
     """One ``mbrec train`` process (environment plus ``extra_env``): its epoch time, training seconds, faults."""
     env = dict(os.environ, **extra_env)
     name = f"{setting}-{time.monotonic_ns()}"
-    cmd = [sys.executable, "-m", "mbrec", "train", "--config", str(REPO / "configs" / "copf_taobao.yaml"),
+    cmd = [sys.executable, "-m", "mbrec", "train", "--config", str(CONFIG),
            "--set", f"train.epochs={epochs}", "--set", f"train.threads={threads}", "--set", "train.progress=false",
            "--output-dir", str(out_dir), "--name", name]
     for item in overrides:
@@ -63,11 +65,9 @@ def train_run(setting: str, extra_env: dict[str, str], threads: int, epochs: int
     return {"setting": setting, "epoch_s": epoch_s, "training_s": last["seconds"], "page_faults": faults}
 
 
-def evaluation_seconds(overrides: list[str], threads: int) -> float:
+def evaluation_seconds(cfg: RunConfig, ds: MultiBehaviorDataset, threads: int) -> float:
     """Median wall time of two full-ranking evaluations of the (untrained) model."""
     torch.set_num_threads(threads)
-    cfg = load_run_config(REPO / "configs" / "copf_taobao.yaml", overrides)
-    ds = load_or_skip("taobao")
     model = build_model("copf", ds, cfg.params).eval()
     times = []
     for _ in range(2):
@@ -95,15 +95,15 @@ def main() -> dict:
         if not sep or not name:
             parser.error(f"--compare expects NAME=VALUE, got {args.compare!r}")
         settings["compare"] = {name: value}
-    load_or_skip("taobao")
+    ds = load_or_skip("taobao")
+    cfg = load_run_config(CONFIG, args.overrides)
     load_before = load_average()
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
             for setting, extra_env in settings.items():
                 runs.append(train_run(setting, extra_env, args.threads, args.epochs, args.overrides, Path(tmp)))
-    eval_s = evaluation_seconds(args.overrides, args.threads)
-    cfg = load_run_config(REPO / "configs" / "copf_taobao.yaml", args.overrides)
+    eval_s = evaluation_seconds(cfg, ds, args.threads)
     n_evals = sum(is_eval_epoch(cfg.train, e) for e in range(cfg.train.epochs))
     summary = {}
     for setting in settings:
