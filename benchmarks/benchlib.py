@@ -2,6 +2,11 @@
 
 The scripts are run as ``python benchmarks/<script>.py``, so this folder is first on ``sys.path`` and they
 import this file as the sibling module ``benchlib``.
+
+Benchmarks measure what training does. The ``mbrec`` command asks PyTorch's allocator for transparent huge
+pages before torch loads (:func:`mbrec.train.allocator.request_huge_pages`); a script imports torch first,
+so when ``THP_MEM_ALLOC_ENABLE`` is unset (and ``MBREC_MALLOC_TUNING`` is not 0) importing this module
+restarts the script once with it set to 1. Set it to 0 to measure without.
 """
 
 from __future__ import annotations
@@ -23,10 +28,24 @@ import torch
 
 from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.data.registry import DatasetNotFound, load_dataset
-from mbrec.train.allocator import freed_memory_kept, mmap_enabled
+from mbrec.train.allocator import HUGE_PAGES_ENV, freed_memory_kept, huge_pages, mmap_enabled
 from mbrec.train.runner import describe_device
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _restart_with_huge_pages() -> None:
+    """Re-run this benchmark script with ``THP_MEM_ALLOC_ENABLE=1`` when it is unset (module docstring)."""
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    if (script is None or script.parent != REPO / "benchmarks" or HUGE_PAGES_ENV in os.environ
+            or os.environ.get("MBREC_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux")):
+        return
+    os.environ[HUGE_PAGES_ENV] = "1"
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+_restart_with_huge_pages()
 
 
 # ------------------------------------------------------------------------------------- records
@@ -47,13 +66,15 @@ def machine_record(load_before: list[float] | None = None) -> dict:
     if load_before is None:
         record["platform"] = platform.platform()
     record |= {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-               "malloc_tuning": freed_memory_kept(), "malloc_mmap": mmap_enabled() if freed_memory_kept() else True}
+               "malloc_tuning": freed_memory_kept(), "malloc_mmap": mmap_enabled() if freed_memory_kept() else True,
+               "huge_pages": huge_pages()}
     if load_before is None:
         return record | {"python": platform.python_version(), "load_average_1_5_15": load_average()}
     return record | {"load_average_before": load_before, "load_average_after": load_average()}
 
 
-RECORDED_ENV = ("LD_PRELOAD", "MBREC_MALLOC_TUNING", "MBREC_MALLOC_MMAP")  # change what a benchmark measures
+# the environment that changes what a benchmark measures
+RECORDED_ENV = ("LD_PRELOAD", "MBREC_MALLOC_TUNING", "MBREC_MALLOC_MMAP", HUGE_PAGES_ENV)
 
 
 def command_record() -> str:

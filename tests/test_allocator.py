@@ -57,3 +57,29 @@ def test_blocks_above_the_threshold_leave_mmap_only_when_it_is_off():
     assert mmapped_growth("on", {"MBREC_MALLOC_MMAP": "1"}, big) == ("True", pytest.approx(40_000_000, rel=0.01))
     assert mmapped_growth("on", {"MBREC_MALLOC_MMAP": "0"}, big) == ("True", 0)
     assert mmapped_growth("on", {"MBREC_MALLOC_MMAP": "0"}) == ("True", 0)
+
+
+HUGE_PAGES_SCRIPT = """
+import os, sys
+if sys.argv[1] == "torch-first":
+    import torch
+import mbrec
+print(os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"))
+"""
+
+
+def huge_pages_env_after_import(order: str, env: dict | None = None) -> str:
+    environ = {k: v for k, v in os.environ.items() if k not in ("MBREC_MALLOC_TUNING", "THP_MEM_ALLOC_ENABLE")}
+    environ.update(env or {})
+    result = subprocess.run([sys.executable, "-c", HUGE_PAGES_SCRIPT, order], capture_output=True, text=True,
+                            env=environ, check=True)
+    return result.stdout.strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PyTorch's huge-page advice is Linux-only")
+def test_import_mbrec_asks_for_huge_pages_only_while_torch_can_still_see_it():
+    assert huge_pages_env_after_import("mbrec-first") == "1"
+    # torch read the variable at its first allocation: setting it now would change nothing in this process
+    assert huge_pages_env_after_import("torch-first") == "unset"
+    assert huge_pages_env_after_import("mbrec-first", {"THP_MEM_ALLOC_ENABLE": "0"}) == "0"
+    assert huge_pages_env_after_import("mbrec-first", {"MBREC_MALLOC_TUNING": "0"}) == "unset"
