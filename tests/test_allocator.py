@@ -83,3 +83,34 @@ def test_import_mbrec_asks_for_huge_pages_only_while_torch_can_still_see_it():
     assert huge_pages_env_after_import("torch-first") == "unset"
     assert huge_pages_env_after_import("mbrec-first", {"THP_MEM_ALLOC_ENABLE": "0"}) == "0"
     assert huge_pages_env_after_import("mbrec-first", {"MBREC_MALLOC_TUNING": "0"}) == "unset"
+
+
+HUGE_PAGES_USED_SCRIPT = """
+import sys
+if sys.argv[1] == "torch-first":
+    import torch, mbrec
+else:
+    import mbrec, torch
+x = torch.ones(20_000_000)                     # 80 MB: above the 2 MB threshold of the advice
+print(sum(int(line.split()[1]) for line in open("/proc/self/smaps_rollup") if line.startswith("AnonHugePages")))
+"""
+
+
+def thp_mode() -> str | None:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return None
+
+
+@pytest.mark.skipif(thp_mode() != "madvise", reason="needs transparent huge pages in madvise mode")
+def test_big_tensors_get_huge_pages_when_mbrec_is_imported_first():
+    environ = {k: v for k, v in os.environ.items() if k not in ("MBREC_MALLOC_TUNING", "THP_MEM_ALLOC_ENABLE")}
+
+    def huge_kib(order: str) -> int:
+        return int(subprocess.run([sys.executable, "-c", HUGE_PAGES_USED_SCRIPT, order], capture_output=True,
+                                  text=True, env=environ, check=True).stdout)
+
+    assert huge_kib("mbrec-first") > 0
+    assert huge_kib("torch-first") == 0
