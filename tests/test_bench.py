@@ -384,7 +384,7 @@ def test_shipped_grid_files_are_valid(monkeypatch):
         plugin_cells = [c for c in expand_grid(grid) if c.config and c.config.model == "dfme" and c.seed == 1]
         assert {c.label: c.config.params["backbone"] for c in plugin_cells} == {
             "CRGCN+DFME": "crgcn", "MB-CGCN+DFME": "mbcgcn", "PKEF+DFME": "pkef"}
-        valid_rows = {"beibei": {"COPF-valid"}, "taobao": set()}[name]
+        valid_rows = {"beibei": {"COPF-valid", "MBSSL-valid"}, "taobao": set()}[name]
         assert set(grid.proposed_labels) == {"COPF", "MBSSL"} | valid_rows
         assert {c.label for c in expand_grid(grid) if c.config and c.config.data.validation == "holdout"} == valid_rows
     copf = expand_grid(load_grid(REPO / "benchmarks/grids/copf_taobao.yaml"))
