@@ -85,4 +85,40 @@ def test_mbcgcn_warm_start_learns_the_first_behavior():
     assert view_auc(warm) > 0.75
 
 
+def test_mbcgcn_warm_start_reports_progress_on_the_mbrec_logger():
+    """A long warm start is not silent: about every 10 % of its passes it logs the pass, the loss and the
+    time left, and the CLI sends those lines to stderr."""
+    import logging
+
+    from mbrec.cli import show_library_progress
+
+    ds = make_synthetic(40, 30, seed=3, mean_views=8)
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("mbrec")
+    keep, level = Keep(), logger.level
+    logger.addHandler(keep)
+    logger.setLevel(logging.INFO)
+    try:
+        build_model("mbcgcn", ds, {"dim": 8, "pretrain_epochs": 20, "pretrain_batch_size": 16})
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+    assert [line.split(",")[0] for line in lines] == [
+        f"MB-CGCN warm start (LightGCN on {ds.behaviors[0]}): pass {n}/20" for n in range(2, 21, 2)]
+    assert all("min left" in line and "loss" in line for line in lines)
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    try:
+        logger.handlers.clear()
+        show_library_progress()
+        assert [type(h) for h in logger.handlers] == [logging.StreamHandler]
+        assert logger.level == logging.INFO and not logger.propagate
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+
+
 # ============================================================================================== PKEF

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from mbrec import __version__
@@ -27,7 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def show_library_progress() -> None:
+    """Send the library's INFO messages (the ``mbrec`` logger: warm starts, long precomputations) to
+    stderr as plain lines, once; a host program that configured ``mbrec`` logging itself keeps its own."""
+    logger = logging.getLogger("mbrec")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    show_library_progress()
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)

@@ -39,6 +39,8 @@ than a CSR product on CPU); the value is the same.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +56,8 @@ from mbrec.graph import SparseOperator, spmm
 from mbrec.losses import bpr_loss
 from mbrec.models.base import Recommender, register
 from mbrec.models.mf import MF, MFConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,20 +91,33 @@ class MBGCNConfig:
 
 # ---------------------------------------------------------------------------------------------- warm start
 def fit_in_memory(model: Recommender, dataset: MultiBehaviorDataset, epochs: int, lr: float,
-                  batch_size: int) -> None:
+                  batch_size: int, label: str = "warm start") -> None:
     """Train ``model`` on its own ``batch_spec`` with Adam and the plain sum of its losses (no evaluation,
-    no files). The sampler seed is drawn from the global torch generator (fixed by the run seed)."""
+    no files). The sampler seed is drawn from the global torch generator (fixed by the run seed).
+
+    Progress goes to the ``mbrec`` logger (INFO): about every 10 % of the passes, with the mean loss of the
+    last pass and the time left."""
     seed = int(torch.randint(0, 2**62, ()).item())
     rng = np.random.default_rng(seed)
     sampler = make_sampler(model.batch_spec, dataset, batch_size)
     device = next(model.parameters()).device
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    report_every = max(1, epochs // 10)
+    start = time.perf_counter()
     model.train()
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
+        total, steps = 0.0, 0
         for batch in sampler.epoch(rng):
             optimizer.zero_grad(set_to_none=True)
-            sum(model.losses(batch.to(device)).values()).backward()
+            loss = sum(model.losses(batch.to(device)).values())
+            loss.backward()
             optimizer.step()
+            total, steps = total + float(loss.detach()), steps + 1
+        if epoch % report_every == 0 or epoch == epochs:
+            seconds = time.perf_counter() - start
+            left = seconds / epoch * (epochs - epoch)
+            log.info("%s: pass %d/%d, loss %.4f (%.0fs, about %.0f min left)",
+                     label, epoch, epochs, total / max(steps, 1), seconds, left / 60)
     model.eval()
 
 
@@ -112,7 +129,8 @@ def pretrained_mf_tables(dataset: MultiBehaviorDataset, config: MBGCNConfig,
     mf.to(device)
     nn.init.xavier_normal_(mf.user_emb)
     nn.init.xavier_normal_(mf.item_emb)
-    fit_in_memory(mf, dataset, config.pretrain_epochs, config.pretrain_lr, config.pretrain_batch_size)
+    fit_in_memory(mf, dataset, config.pretrain_epochs, config.pretrain_lr, config.pretrain_batch_size,
+                  label="MBGCN warm start (MF-BPR on the target)")
     with torch.no_grad():
         return F.normalize(mf.user_emb, dim=1).clone(), F.normalize(mf.item_emb, dim=1).clone()
 
