@@ -31,6 +31,29 @@ def _write_log(path, n_users=40, n_items=30, seed=0):
         w.writerows(rows)
 
 
+def test_record_counts_the_model_build_apart_from_training(tmp_path, monkeypatch):
+    """Warm starts run while the model is built: the record reports that time as build_seconds."""
+    import time
+
+    import mbrec.train.runner as runner
+
+    real = runner.build_for_run
+
+    def slow_build(*args, **kwargs):
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "build_for_run", slow_build)
+    log = tmp_path / "events.csv"
+    _write_log(log)
+    assert main(["data", "import", str(log), "--behaviors", "view,buy", "--out", str(tmp_path / "shop")]) == 0
+    assert main(["train", "--model", "mf", "--dataset", str(tmp_path / "shop"), "--output-dir", str(tmp_path / "runs"),
+                 "--results-dir", str(tmp_path / "results"), "--name", "shop", "--no-progress",
+                 "--set", "train.epochs=1", "--set", "params.dim=8", "--set", "train.protocol=paper"]) == 0
+    record = json.loads((tmp_path / "results" / "shop.json").read_text())
+    assert 0.3 <= record["build_seconds"] < 30
+
+
 def test_import_train_evaluate_recommend(tmp_path, capsys):
     log = tmp_path / "events.csv"
     _write_log(log)
