@@ -33,14 +33,18 @@ ROOT = Path(__file__).resolve().parent
 LAYERS = {"taobao": [2, 4, 3], "beibei": [3, 4, 3]}
 
 
-def train_passes(model, sampler, optimizer, rng, passes: int) -> None:
+def train_passes(model, sampler, optimizer, rng, passes: int) -> int:
+    """``passes`` epochs of the model's own sampler with Adam; returns the number of steps taken."""
+    steps = 0
     model.train()
     for _ in range(passes):
         for batch in sampler.epoch(rng):
             optimizer.zero_grad(set_to_none=True)
             sum(model.losses(batch).values()).backward()
             optimizer.step()
+            steps += 1
     model.eval()
+    return steps
 
 
 def hr10(model, dataset) -> float:
@@ -69,12 +73,11 @@ def main(argv: list[str] | None = None) -> dict:
     sampler = make_sampler(view_model.batch_spec, single, 2048)
     rng = np.random.default_rng(args.seed)
     checkpoints = {1, args.epochs // 2, args.epochs}
-    records, done, start = [], 0, time.time()
+    records, done, steps, start = [], 0, 0, time.time()
     for passes in sorted(args.passes):
-        train_passes(view_model, sampler, optimizer, rng, passes - done)
+        steps += train_passes(view_model, sampler, optimizer, rng, passes - done)
         done = passes
-        record = {"pretrain_lr": args.lr, "pretrain_passes": passes,
-                  "pretrain_steps": passes * len(list(range(0, data.n_users, 2048))),
+        record = {"pretrain_lr": args.lr, "pretrain_passes": passes, "pretrain_steps": steps,
                   "pretrain_seconds": round(time.time() - start, 1), "view_model_HR@10": hr10(view_model, data)}
         torch.manual_seed(args.seed)
         model = MBCGCN(data, MBCGCNConfig(dim=64, layers=LAYERS[args.dataset], reg=1e-4, init_std=0.01,
