@@ -17,9 +17,10 @@ and InfoNCE over the **repeated** anchors (one row per batch (user, item) purcha
 The reference backward is the summed losses; ``--ref-steps`` timed steps follow the equality check
 (one untimed forward + backward: the reference's warm-up).
 
-Equality check (train mode, dropout on): both sides draw their masks as ``torch.rand([K, n, d]) >= p`` after
-every layer's attention in the same order (pass 0, view 1, view 2; layers 0..L-1), so with the same seed
-and the same views the masks are identical. Compared: every loss, their sum, the gradients of the sum.
+Equality check (train mode, dropout on): both sides draw their masks by the library's rule
+(``encoder.keep_mask``: 16-bit lanes of full-range int64 draws) after every layer's attention in the same
+order (pass 0, view 1, view 2; layers 0..L-1), so with the same seed and the same views the masks are
+identical. Compared: every loss, their sum, the gradients of the sum.
 Peak RSS (``ru_maxrss``, a process-wide maximum) is read after each part; the reference runs last.
 
 Floor: the step's sparse products alone, as the encoder issues them (pass 0: every behavior graph at
@@ -103,7 +104,11 @@ def reference_encode(model: MBSSL, graphs: list[torch.Tensor]) -> tuple[torch.Te
                               enc.attention_score[..., 0])                               # [K_in, n, K_out]
         hidden = torch.einsum("jnk,jnd->knd", torch.softmax(scores, dim=0), z).contiguous()
         if model.training and enc.dropout > 0:
-            hidden = hidden * (torch.rand(hidden.shape) >= enc.dropout) / (1.0 - enc.dropout)
+            # the library's mask rule (encoder.keep_mask): 16-bit lanes of full-range int64 draws
+            words = torch.empty((hidden.numel() + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)
+            lanes = words.view(torch.int16)[: hidden.numel()].view(hidden.shape)
+            drop = round(enc.dropout * 65536)
+            hidden = hidden * (lanes >= drop - 32768) / (1.0 - drop / 65536)
         total = total + hidden
     h = torch.stack(relation).mean(0)
     return (total / (enc.layers + 1)).permute(1, 0, 2), h

@@ -223,14 +223,19 @@ def test_column_chunked_product_equals_one_piece_bit_for_bit(width):
     x = torch.randn(M + N, width)
     upstream = torch.randn(M + N, width)
     calls = []
-    original = torch.Tensor.__matmul__
+    original, original_addmm = torch.Tensor.__matmul__, torch.addmm
 
     def counting(self, other):
         calls.append(other.shape[1])
         return original(self, other)
 
+    def counting_addmm(into, matrix, dense, **kwargs):
+        calls.append(dense.shape[1])
+        return original_addmm(into, matrix, dense, **kwargs)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch.Tensor, "__matmul__", counting)
+        mp.setattr(torch, "addmm", counting_addmm)
         xg = x.clone().requires_grad_()
         y = spmm(op, xg)
         y.backward(upstream)
@@ -246,5 +251,18 @@ def test_column_chunked_product_equals_one_piece_bit_for_bit(width):
     calls.clear()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch.Tensor, "__matmul__", counting)
+        mp.setattr(torch, "addmm", counting_addmm)
         spmm(sparse_op, x)
     assert calls == [width]
+
+
+def test_chunked_product_overwrites_its_output_buffer():
+    """The chunked path writes each chunk with ``addmm(beta=0, out=chunk)`` into uninitialised memory: torch
+    must overwrite (not scale) the old contents, NaN included, or garbage would leak into the product."""
+    op = SparseOperator(normalized_bipartite(random_interactions(16, density=0.9), "left"))
+    x = torch.randn(M + N, 64)
+    out = torch.full((M + N, 64), float("nan"))
+    for start in (0, 32):
+        chunk = out[:, start:start + 32]
+        torch.addmm(chunk, op.matrix, x[:, start:start + 32], beta=0.0, out=chunk)
+    assert torch.equal(out, op.matrix @ x)
