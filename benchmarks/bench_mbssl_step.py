@@ -18,7 +18,7 @@ The reference backward is the summed losses; ``--ref-steps`` timed steps follow 
 (one untimed forward + backward: the reference's warm-up).
 
 Equality check (train mode, dropout on): both sides draw their masks by the library's rule
-(``encoder.keep_mask``: 16-bit lanes of full-range int64 draws) after every layer's attention in the same
+(``mbrec.models.dropout.keep_mask``: 16-bit lanes of full-range int64 draws) after every layer's attention in the same
 order (pass 0, view 1, view 2; layers 0..L-1), so with the same seed and the same views the masks are
 identical. Compared: every loss, their sum, the gradients of the sum.
 Peak RSS (``ru_maxrss``, a process-wide maximum) is read after each part; the reference runs last.
@@ -104,7 +104,7 @@ def reference_encode(model: MBSSL, graphs: list[torch.Tensor]) -> tuple[torch.Te
                               enc.attention_score[..., 0])                               # [K_in, n, K_out]
         hidden = torch.einsum("jnk,jnd->knd", torch.softmax(scores, dim=0), z).contiguous()
         if model.training and enc.dropout > 0:
-            # the library's mask rule (encoder.keep_mask): 16-bit lanes of full-range int64 draws
+            # the library's mask rule (mbrec.models.dropout.keep_mask): 16-bit lanes of full-range int64 draws
             words = torch.empty((hidden.numel() + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)
             lanes = words.view(torch.int16)[: hidden.numel()].view(hidden.shape)
             drop = round(enc.dropout * 65536)

@@ -15,8 +15,6 @@ from mbrec.graph import SparseOperator, normalized_bipartite
 from mbrec.models.mbssl.encoder import (
     BehaviorAwareEncoder,
     cross_behavior_attention,
-    embedding_dropout,
-    keep_mask,
     mix_behaviors,
 )
 
@@ -153,35 +151,6 @@ def test_dropout_only_in_training():
     torch.testing.assert_close(enc(graphs).nodes[0], enc(graphs).nodes[0])
     enc.train()
     assert not torch.allclose(enc(graphs).nodes[0], enc(graphs).nodes[0])
-
-
-def test_embedding_dropout_distribution():
-    torch.manual_seed(0)
-    x = torch.ones(200_000)
-    out = embedding_dropout(x, 0.3, True)
-    p_used = 19661 / 65536                                          # round(0.3 * 2^16) / 2^16
-    assert out.unique().tolist() == [0.0, pytest.approx(1 / (1 - p_used))]
-    assert (out == 0).float().mean().item() == pytest.approx(0.3, abs=0.005)
-    assert out.mean().item() == pytest.approx(1.0, abs=0.01)
-    assert embedding_dropout(x, 0.3, False) is x
-    assert embedding_dropout(x, 0.0, True) is x
-
-
-def test_keep_mask_matches_a_plain_reading_of_the_random_words():
-    """Lane j of 64-bit word w (little-endian) decides entry 4w + j: dropped below -2^15 + round(p * 2^16)."""
-    torch.manual_seed(5)
-    mask, p_used = keep_mask((3, 7, 5), 0.3)                        # 105 entries -> 27 words
-    torch.manual_seed(5)
-    words = torch.empty(27, dtype=torch.int64).random_(-(1 << 63), None).numpy()
-    lanes = np.frombuffer(words.astype("<i8").tobytes(), dtype="<i2")[:105].reshape(3, 7, 5)
-    np.testing.assert_array_equal(mask.numpy(), lanes >= 19661 - 32768)
-    assert p_used == 19661 / 65536
-    big, _ = keep_mask((400_000,), 0.3)
-    assert (~big).float().mean().item() == pytest.approx(0.3, abs=0.003)
-    for lane in range(4):                                           # every lane position is unbiased
-        assert (~big[lane::4]).float().mean().item() == pytest.approx(0.3, abs=0.006)
-    never, p_never = keep_mask((1000,), 0.999999)                   # p -> 1 still keeps p' < 1
-    assert p_never == 65535 / 65536 and never.float().mean().item() < 0.01
 
 
 def test_parameter_shapes_and_init_bounds():

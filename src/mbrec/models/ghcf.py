@@ -53,6 +53,7 @@ from mbrec.data.samplers import Batch, UserSpec
 from mbrec.graph import SparseOperator, normalized_bipartite, spmm
 from mbrec.losses.nonsampling import nonsampling_loss
 from mbrec.models.base import Recommender, register
+from mbrec.models.dropout import dropout, keep_scale
 
 
 def _check_unit(value: float, key: str) -> None:
@@ -174,7 +175,8 @@ class EdgeDropoutGraph:
         if drop == 0.0:
             return self.op
         m = self.op.matrix
-        values = m.values() * (torch.rand(self.op.nnz, device=m.device) >= drop) / (1.0 - drop)
+        scale = keep_scale((self.op.nnz,), drop, m.device, m.values().dtype)
+        values = m.values() if scale is None else m.values() * scale
         crow, col = m.crow_indices(), m.col_indices()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -247,7 +249,7 @@ class GHCF(WholeDataRecommender):
         for gc, rel in zip(self.gc_weights, self.rel_weights, strict=True):
             messages = [w * F.leaky_relu((spmm(graphs[b], h) * r[b]) @ gc, c.leaky_slope)
                         for b, w in self.propagated]
-            h = F.dropout(torch.stack(messages).sum(0), c.message_dropout, self.training)
+            h = dropout(torch.stack(messages).sum(0), c.message_dropout, self.training)
             r = r @ rel
             h_sum, r_sum = h_sum + h, r_sum + r
         n = c.layers + 1
@@ -304,7 +306,7 @@ class EHCF(WholeDataRecommender):
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         users = batch.users
-        user_rows = F.dropout(self.user_emb[users], self.config.user_dropout, self.training)
+        user_rows = dropout(self.user_emb[users], self.config.user_dropout, self.training)
         rec = self.whole_data_loss(users, user_rows, self.item_emb, self.behavior_vectors())
         l2 = 0.5 * sum((w.pow(2).sum() for w in self.transfer_weights), rec.new_zeros(()))
         return {"rec": rec, "reg/l2": self.config.reg * l2}

@@ -55,6 +55,7 @@ from mbrec.data.samplers import Batch, BPRSpec, make_sampler
 from mbrec.graph import SparseOperator, spmm
 from mbrec.losses import bpr_loss
 from mbrec.models.base import Recommender, register
+from mbrec.models.dropout import dropout, keep_scale
 from mbrec.models.mf import MF, MFConfig
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,8 @@ class DroppableMatrix:
                 return self.op
             return _EdgeSample(self.op.transpose, self.op.matrix)
         m, t = self.op.matrix, self.op.transpose
-        values = m.values() * (torch.rand(self.op.nnz, device=m.device) >= drop) / (1.0 - drop)
+        scale = keep_scale((self.op.nnz,), drop, m.device, m.values().dtype)
+        values = m.values() if scale is None else m.values() * scale
         forward = torch.sparse_csr_tensor(m.crow_indices(), m.col_indices(), values, m.shape,
                                           check_invariants=False)
         backward = torch.sparse_csr_tensor(t.crow_indices(), t.col_indices(), values[self.transpose_order],
@@ -268,9 +270,9 @@ class MBGCN(Recommender):
             item_sides.append(x_t)
             user_sides.append(c_t @ self.item_score_transforms[t])
         buyers = spmm(self.user_item[-1].sample(drop, transposed=True), self.user_emb)     # [N, d]
-        u = F.dropout(torch.cat([self.user_emb, user_messages @ self.user_transform], 1),
-                      c.message_dropout, self.training)
-        i = F.dropout(torch.cat([q, buyers @ self.user_transform], 1), c.message_dropout, self.training)
+        u = dropout(torch.cat([self.user_emb, user_messages @ self.user_transform], 1),
+                    c.message_dropout, self.training)
+        i = dropout(torch.cat([q, buyers @ self.user_transform], 1), c.message_dropout, self.training)
         scale = c.item_score_weight / len(self.behaviors)
         users = torch.cat([u] + [scale * s for s in user_sides], dim=1)
         items = torch.cat([i] + item_sides, dim=1)

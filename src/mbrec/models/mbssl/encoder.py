@@ -28,7 +28,6 @@ sets are faster on CPU than one batched tensor).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -38,44 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mbrec.graph import SparseOperator, spmm
+from mbrec.models.dropout import dropout as embedding_dropout
 
 Pooling = Literal["code", "paper"]
 LEAKY_SLOPE = 0.01
-
-
-MASK_BITS = 16                        # random bits per dropout decision (keep_mask)
-
-
-def keep_mask(shape: Sequence[int], p: float, device: torch.device | str | None = None) -> tuple[torch.Tensor, float]:
-    r"""A Bernoulli keep mask from 16 random bits per entry: ``(mask bool [shape], p')``.
-
-    Each entry is dropped when its 16-bit lane :math:`b \in \{-2^{15}, …, 2^{15} - 1\}` of a uniform
-    64-bit draw (``random_`` over the full int64 range, 4 lanes per word, little-endian order) satisfies
-    :math:`b < -2^{15} + t` with :math:`t = \mathrm{round}(p \cdot 2^{16})`, so the entries are
-    independent with drop probability :math:`p' = t / 2^{16}` (:math:`|p' - p| \le 2^{-17}`; 0.3 gives
-    0.3000031). On CPU this is about 5x cheaper than ``torch.rand(shape) >= p``: torch fills a float
-    tensor with one serial 32-bit Mersenne-Twister draw per entry, and a full-range int64 fill serves 4
-    entries per (64-bit) draw.
-    """
-    numel = math.prod(shape)
-    threshold = min(round(p * (1 << MASK_BITS)), (1 << MASK_BITS) - 1)      # p < 1 keeps p' < 1
-    words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None)
-    lanes = words.view(torch.int16)[:numel].view(*shape)
-    return lanes >= threshold - (1 << (MASK_BITS - 1)), threshold / (1 << MASK_BITS)
-
-
-def embedding_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout ``x · mask / (1 - p')`` with ``mask, p' = keep_mask(x.shape, p)``; off in eval mode.
-
-    The distribution of ``F.dropout`` with ``p`` rounded to a multiple of 2⁻¹⁶ (:func:`keep_mask`); the
-    rescaling uses ``p'``, so the expectation is exactly ``x``.
-    """
-    if not training or p == 0.0:
-        return x
-    mask, p_used = keep_mask(x.shape, p, x.device)
-    if p_used == 0.0:
-        return x
-    return x * mask.to(x.dtype).mul_(1.0 / (1.0 - p_used))
 
 
 def mix_behaviors(weights: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
