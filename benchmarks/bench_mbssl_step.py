@@ -63,6 +63,7 @@ from mbrec.graph import SparseOperator
 from mbrec.graph.spmm import csr_product
 from mbrec.losses.nonsampling import nonsampling_loss
 from mbrec.models import build_model
+from mbrec.models.dropout import keep_mask
 from mbrec.models.mbssl import MBSSL, FalseNegatives, draw_target_view
 from mbrec.train.allocator import keep_freed_memory
 from mbrec.train.checkpoint import atomic_write_json
@@ -104,11 +105,8 @@ def reference_encode(model: MBSSL, graphs: list[torch.Tensor]) -> tuple[torch.Te
                               enc.attention_score[..., 0])                               # [K_in, n, K_out]
         hidden = torch.einsum("jnk,jnd->knd", torch.softmax(scores, dim=0), z).contiguous()
         if model.training and enc.dropout > 0:
-            # the library's mask rule (mbrec.models.dropout.keep_mask): 16-bit lanes of full-range int64 draws
-            words = torch.empty((hidden.numel() + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)
-            lanes = words.view(torch.int16)[: hidden.numel()].view(hidden.shape)
-            drop = round(enc.dropout * 65536)
-            hidden = hidden * (lanes >= drop - 32768) / (1.0 - drop / 65536)
+            keep, p_used = keep_mask(hidden.shape, enc.dropout)       # the library's mask rule, same draws
+            hidden = hidden * keep / (1.0 - p_used)
         total = total + hidden
     h = torch.stack(relation).mean(0)
     return (total / (enc.layers + 1)).permute(1, 0, 2), h

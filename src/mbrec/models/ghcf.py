@@ -53,7 +53,7 @@ from mbrec.data.samplers import Batch, UserSpec
 from mbrec.graph import SparseOperator, normalized_bipartite, spmm
 from mbrec.losses.nonsampling import nonsampling_loss
 from mbrec.models.base import Recommender, register
-from mbrec.models.dropout import dropout, keep_scale
+from mbrec.models.dropout import dropout
 
 
 def _check_unit(value: float, key: str) -> None:
@@ -175,8 +175,7 @@ class EdgeDropoutGraph:
         if drop == 0.0:
             return self.op
         m = self.op.matrix
-        scale = keep_scale((self.op.nnz,), drop, m.device, m.values().dtype)
-        values = m.values() if scale is None else m.values() * scale
+        values = dropout(m.values(), drop, True)                          # every stored entry on its own
         crow, col = m.crow_indices(), m.col_indices()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")

@@ -55,7 +55,7 @@ from mbrec.data.samplers import Batch, BPRSpec, make_sampler
 from mbrec.graph import SparseOperator, spmm
 from mbrec.losses import bpr_loss
 from mbrec.models.base import Recommender, register
-from mbrec.models.dropout import dropout, keep_scale
+from mbrec.models.dropout import dropout
 from mbrec.models.mf import MF, MFConfig
 
 log = logging.getLogger(__name__)
@@ -199,8 +199,7 @@ class DroppableMatrix:
                 return self.op
             return _EdgeSample(self.op.transpose, self.op.matrix)
         m, t = self.op.matrix, self.op.transpose
-        scale = keep_scale((self.op.nnz,), drop, m.device, m.values().dtype)
-        values = m.values() if scale is None else m.values() * scale
+        values = dropout(m.values(), drop, True)                          # every stored entry on its own
         forward = torch.sparse_csr_tensor(m.crow_indices(), m.col_indices(), values, m.shape,
                                           check_invariants=False)
         backward = torch.sparse_csr_tensor(t.crow_indices(), t.col_indices(), values[self.transpose_order],
