@@ -3,7 +3,8 @@ r"""One MBSSL training step on Beibei (paper config): ours against a straight po
 Model: ``configs/mbssl_beibei.yaml``, batches of 256 users (``make_sampler(model.batch_spec, ds, 256)``),
 views drawn once (``model.prepare_epoch(0)``). One timed step: draw a batch, ``model.losses(batch)``,
 backward of the summed losses (``hmg: none``) or ``HMG("mbssl").backward(losses, params)`` (one backward
-per task), Adam step. Medians over ``--steps`` steps after ``--warmup`` (3: the first steps of a process
+per task; by default as many at once as torch has threads, one thread each, ``--hmg-task-threads 1``: one
+after the other), Adam step. Medians over ``--steps`` steps after ``--warmup`` (3: the first steps of a process
 page-fault its heap in and run up to 2x slower; the record keeps every step's page-fault count), for each
 backward.
 
@@ -253,6 +254,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=3,
                         help="untimed steps of ours first, per mode (the first steps fault the heap in: "
                              "hundreds of thousands of page faults each, tens of thousands later)")
+    parser.add_argument("--hmg-task-threads", type=int, default=None,
+                        help="HMG's task_threads (default: torch's thread count, i.e. the task backwards run "
+                             "at once, one thread each; 1 = one after the other with every thread)")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_mbssl_step.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -277,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer = make_optimizer(cfg.train, params)
     sampler = make_sampler(model.batch_spec, ds, BATCH_SIZE)
     batches = (batch for _ in itertools.count() for batch in sampler.epoch(rng))
-    hmg = HMG("mbssl", cfg.train.hmg.relax, cfg.train.hmg.beta)
+    hmg = HMG("mbssl", cfg.train.hmg.relax, cfg.train.hmg.beta, task_threads=args.hmg_task_threads)
 
     backward = {"sum": lambda losses: sum(losses.values()).backward(),
                 "hmg": lambda losses: hmg.backward(losses, params)}
@@ -324,6 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine_record(load_before),
         "config": "configs/mbssl_beibei.yaml", "params": cfg.params, "batch_size": BATCH_SIZE,
         "warmup": args.warmup, "steps": args.steps, "ref_steps": args.ref_steps,
+        "hmg_task_threads": args.hmg_task_threads if args.hmg_task_threads is not None else torch.get_num_threads(),
         "check_batch_target_pairs": anchors, "check": check,
         "ours_sum": ours["sum"], "ours_hmg": ours["hmg"], "reference": reference,
         "sparse_floor": floor, "step_s": step, "ratio_reference_over_ours": ratio,

@@ -114,3 +114,37 @@ def test_big_tensors_get_huge_pages_when_mbrec_is_imported_first():
 
     assert huge_kib("mbrec-first") > 0
     assert huge_kib("torch-first") == 0
+
+
+ARENAS = """
+import ctypes, os, sys, tempfile, threading, torch
+from mbrec.train.allocator import keep_freed_memory
+keep_freed_memory() if sys.argv[1] == "on" else None
+kept = []
+worker = threading.Thread(target=lambda: kept.append(torch.ones(2_000_000)))   # 8 MB from the thread's arena
+worker.start(); worker.join()
+libc = ctypes.CDLL("libc.so.6")
+libc.fopen.restype = ctypes.c_void_p
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+path = os.path.join(tempfile.mkdtemp(), "malloc.xml")
+stream = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, stream)
+libc.fclose(stream)
+print(open(path).read().count("<heap nr="))
+"""
+
+
+def heap_count(mode: str) -> int:
+    environ = {k: v for k, v in os.environ.items()
+               if not k.startswith("MALLOC_") and k not in ("MBREC_MALLOC_TUNING", "MBREC_MALLOC_MMAP")}
+    result = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, env=environ)
+    if result.returncode != 0:
+        pytest.skip(f"no glibc malloc_info: {result.stderr.strip().splitlines()[-1]}")
+    return int(result.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_threads_share_one_arena_once_tuned():
+    assert heap_count("off") >= 2                 # glibc gives the new thread an arena of its own
+    assert heap_count("on") == 1

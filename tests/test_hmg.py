@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from mbrec.config import HMGConfig, TrainConfig
+from mbrec.config import ConfigError, HMGConfig, TrainConfig
 from mbrec.data.samplers import Batch, BPRSpec, make_sampler
 from mbrec.data.synthetic import make_synthetic
 from mbrec.losses import bpr_loss, l2_of_rows
@@ -248,6 +248,74 @@ def test_hmg_without_manipulation_equals_plain_summation(dataset):
     HMG("B", relax=0.0).backward(model.losses(batch), params)
     for p, s in zip(params, summed, strict=True):
         torch.testing.assert_close(p.grad, s)
+
+
+# ---------------------------------------------------------------------------------------------- parallel tasks
+def small_mbssl(dataset) -> Recommender:
+    """A small MBSSL: custom autograd sparse products and InfoNCE, five tasks (rec, 3 aux, reg)."""
+    torch.manual_seed(0)
+    return build_model("mbssl", dataset, {"dim": 8, "layers": 2, "attention_dim": 4,
+                                          "rec_weights": [0.2, 0.5, 0.3], "label_quantile": 0.95})
+
+
+def mbssl_losses(model: Recommender, dataset, seed: int) -> dict[str, torch.Tensor]:
+    batch = first_batch(model, dataset, seed, 16)
+    torch.manual_seed(seed)                                         # the same dropout masks every call
+    return model.losses(batch)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 8])
+def test_parallel_task_backwards_equal_the_sequential_ones(dataset, tmp_path, monkeypatch, threads):
+    monkeypatch.setenv("MBREC_CACHE_DIR", str(tmp_path))
+    results = []
+    for task_threads in (1, threads):
+        model = small_mbssl(dataset)
+        params = [p for p in model.parameters() if p.requires_grad]
+        hmg = HMG("mbssl", task_threads=task_threads)
+        for seed in (1, 2):                                         # second batch: moving norms in play
+            losses = mbssl_losses(model, dataset, seed)
+            assert sum(k.startswith("aux/") for k in losses) == 3 and "reg/l2" in losses
+            model.zero_grad(set_to_none=True)
+            hmg.backward(losses, params)
+        results.append(([p.grad.clone() for p in params], hmg.state_dict()["moving_norms"]))
+    for a, b in zip(results[0][0], results[1][0], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_parallel_task_backwards_restore_threads_and_reraise(dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("MBREC_CACHE_DIR", str(tmp_path))
+    model = small_mbssl(dataset)
+    losses = mbssl_losses(model, dataset, 1)
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = torch.get_num_threads()
+    HMG("mbssl", task_threads=2).backward(losses, params)
+    assert torch.get_num_threads() == before
+    assert all(p.grad is not None for p in params)
+
+    class Fails(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise RuntimeError("task backward failed")
+
+    losses = mbssl_losses(model, dataset, 2)
+    losses["aux/intra"] = Fails.apply(losses["aux/intra"])
+    with pytest.raises(RuntimeError, match="task backward failed"):
+        HMG("mbssl", task_threads=2).backward(losses, params)
+    assert torch.get_num_threads() == before
+
+
+def test_task_threads_must_be_positive():
+    with pytest.raises(ValueError, match="task_threads"):
+        HMG("mbssl", task_threads=0)
+    cfg = TrainConfig(hmg=HMGConfig(strategy="mbssl", task_threads=0))
+    with pytest.raises(ConfigError, match="task_threads"):
+        cfg.validate()
 
 
 # ---------------------------------------------------------------------------------------------- trainer

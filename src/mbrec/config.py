@@ -165,11 +165,16 @@ class DataConfig:
 
 @dataclass
 class HMGConfig:
-    """Gradient manipulation (MBSSL's HMG) settings; ``strategy: none`` sums the losses."""
+    """Gradient manipulation (MBSSL's HMG) settings; ``strategy: none`` sums the losses.
+
+    ``task_threads``: how many per-task backwards run at once, each on one intra-op thread (CPU only;
+    ``null`` = torch's thread count, 1 = one after the other with every thread). Same gradients either way.
+    """
 
     strategy: Literal["none", "mbssl", "A", "B", "C"] = "none"
     relax: float = 0.7
     beta: float = 0.9
+    task_threads: int | None = None
 
 
 @dataclass
@@ -225,6 +230,8 @@ class TrainConfig:
             raise ConfigError("train.eval_every must be >= 1")
         if self.monitor_every < 0:
             raise ConfigError("train.monitor_every must be >= 0 (0 = off)")
+        if self.hmg.task_threads is not None and self.hmg.task_threads < 1:
+            raise ConfigError("train.hmg.task_threads must be >= 1 (or null: torch's thread count)")
         if not self.ks or min(self.ks) < 1:
             raise ConfigError("train.ks must be a non-empty list of positive integers")
         name, _, k = self.select_metric.partition("@")
