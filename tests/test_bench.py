@@ -112,6 +112,14 @@ def test_all_cells_run_once_and_are_then_skipped(finished, monkeypatch):
     threaded = expand_grid(grid, extra_set=["train.threads=1", "train.progress=true", "train.device=auto"])
     assert threaded[0].config.train.threads == 1
     assert [cell_status(c)[0] for c in threaded] == ["done"] * 4
+    hmg_threads = expand_grid(grid, extra_set=["train.hmg.task_threads=2"])
+    assert [cell_status(c)[0] for c in hmg_threads] == ["done"] * 4
+    # a record written before train.hmg.task_threads existed (no such key) is still the same cell
+    record_path = Path(threaded[0].config.results_dir) / f"{threaded[0].name}.json"
+    record = json.loads(record_path.read_text())
+    record["config"]["train"]["hmg"].pop("task_threads")
+    record_path.write_text(json.dumps(record))
+    assert cell_status(threaded[0])[0] == "done"
     shorter = expand_grid(grid, only=["MF"], extra_set=["train.epochs=1"])
     assert [(c.config.train.epochs, cell_status(c)[0]) for c in shorter] == [(1, "run"), (1, "run")]
 

@@ -38,9 +38,9 @@ Status of a cell:
   skipped, so two ``bench run`` processes can share a grid (e.g. one per seed with ``--seeds``);
 * ``run`` — anything else (a stale result or checkpoint of another config is overwritten).
 
-Configs are compared as plain data, ignoring ``train.progress`` (display only), ``train.threads``
-(how many CPU threads run it) and ``train.monitor_every`` (extra evaluations outside model selection):
-none of them changes what a cell computes.
+Configs are compared as plain data, ignoring ``train.progress`` (display only), ``train.threads`` and
+``train.hmg.task_threads`` (how many CPU threads run it), ``train.device`` and ``train.monitor_every`` (extra
+evaluations outside model selection): none of them changes what a cell computes.
 """
 
 from __future__ import annotations
@@ -228,12 +228,16 @@ def _cell_config(grid: GridSpec, entry: ModelEntry, path: Path | None, dataset: 
 
 
 def comparable_config(config: dict) -> dict:
-    """A run config as plain JSON data without ``train.progress``, ``train.threads``, ``train.monitor_every``
-    and ``train.device`` (they change how a run is shown, scheduled, watched and where it runs, not what it
-    computes; a cell parked on a CPU machine resumes on a GPU one)."""
+    """A run config as plain JSON data without ``train.progress``, ``train.threads``, ``train.monitor_every``,
+    ``train.device`` and ``train.hmg.task_threads`` (they change how a run is shown, scheduled, watched and
+    where it runs, not what it computes; a cell parked on a CPU machine resumes on a GPU one). Records and
+    checkpoints written before a scheduling key existed therefore still match."""
     data = json.loads(json.dumps(config))
+    train = data.get("train", {})
     for key in ("progress", "threads", "monitor_every", "device"):
-        data.get("train", {}).pop(key, None)
+        train.pop(key, None)
+    if isinstance(train.get("hmg"), dict):
+        train["hmg"].pop("task_threads", None)
     return data
 
 
