@@ -18,7 +18,7 @@ mmap off, 0.346 vs 0.300 s, so it stays on by default).
 One arena (``M_ARENA_MAX = 1``): every thread allocates from the main heap, so memory that one thread
 frees serves the next. With glibc's default each new thread gets an arena of its own, and since nothing is
 trimmed each arena keeps its own peak: HMG's parallel task backwards (:mod:`mbrec.train.hmg`) raised
-the MBSSL Beibei benchmark's peak RSS from 5.1 to 6.2 GB that way, 5.3 GB with one arena, at the same speed.
+the MBSSL Beibei benchmark's peak RSS from 5.1 to 6.2 GB that way, 5.3-5.5 GB with one arena, at the same speed.
 
 It does nothing on other C libraries, when ``MBREC_MALLOC_TUNING=0``, or when the user already set
 glibc's own ``MALLOC_*`` environment variables.
