@@ -26,9 +26,14 @@ print(applied, libc.mallinfo2().hblkhd - before)
 """
 
 
+def clean_environ() -> dict:
+    """This process's environment without the allocator settings a test sets itself."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("MALLOC_") and k not in ("MBREC_MALLOC_TUNING", "MBREC_MALLOC_MMAP")}
+
+
 def mmapped_growth(mode: str, env: dict | None = None, floats: int = 6_000_000) -> tuple[str, int]:
-    environ = {k: v for k, v in os.environ.items()
-               if not k.startswith("MALLOC_") and k not in ("MBREC_MALLOC_TUNING", "MBREC_MALLOC_MMAP")}
+    environ = clean_environ()
     environ.update(env or {})
     result = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(floats)], capture_output=True, text=True,
                             env=environ)
@@ -136,9 +141,8 @@ print(open(path).read().count("<heap nr="))
 
 
 def heap_count(mode: str) -> int:
-    environ = {k: v for k, v in os.environ.items()
-               if not k.startswith("MALLOC_") and k not in ("MBREC_MALLOC_TUNING", "MBREC_MALLOC_MMAP")}
-    result = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, env=environ)
+    result = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True,
+                            env=clean_environ())
     if result.returncode != 0:
         pytest.skip(f"no glibc malloc_info: {result.stderr.strip().splitlines()[-1]}")
     return int(result.stdout)

@@ -227,17 +227,21 @@ def _cell_config(grid: GridSpec, entry: ModelEntry, path: Path | None, dataset: 
     return cfg
 
 
+SCHEDULING_KEYS = ("train.progress", "train.threads", "train.monitor_every", "train.device", "train.hmg.task_threads")
+
+
 def comparable_config(config: dict) -> dict:
-    """A run config as plain JSON data without ``train.progress``, ``train.threads``, ``train.monitor_every``,
-    ``train.device`` and ``train.hmg.task_threads`` (they change how a run is shown, scheduled, watched and
-    where it runs, not what it computes; a cell parked on a CPU machine resumes on a GPU one). Records and
-    checkpoints written before a scheduling key existed therefore still match."""
+    """A run config as plain JSON data without the :data:`SCHEDULING_KEYS` (they change how a run is shown,
+    scheduled, watched and where it runs, not what it computes; a cell parked on a CPU machine resumes on a
+    GPU one). Records and checkpoints written before a scheduling key existed therefore still match."""
     data = json.loads(json.dumps(config))
-    train = data.get("train", {})
-    for key in ("progress", "threads", "monitor_every", "device"):
-        train.pop(key, None)
-    if isinstance(train.get("hmg"), dict):
-        train["hmg"].pop("task_threads", None)
+    for dotted in SCHEDULING_KEYS:
+        *parents, key = dotted.split(".")
+        node = data
+        for name in parents:
+            node = node.get(name) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(key, None)
     return data
 
 
