@@ -419,3 +419,9 @@ def test_shipped_grid_files_are_valid(monkeypatch):
     assert layers["COPF-L411-sg-paper-constlr"] == [4, 1, 1] and switches["COPF-L411-sg-paper-constlr"][1] == "paper"
     holdout = {c.label for c in copf if c.config.data.validation == "holdout"}
     assert holdout == {"COPF-valid", "COPF-L411-valid"}
+    # MBGCN search (baselines.md 2.5): with the taobao grid's MBGCN row, item_score_weight x lr is the full 2 x 3 grid
+    search = expand_grid(load_grid(REPO / "benchmarks/grids/mbgcn_taobao.yaml"))
+    taobao_mbgcn = [c for c in expand_grid(load_grid(REPO / "benchmarks/grids/taobao.yaml")) if c.label == "MBGCN"]
+    points = {(c.config.params["item_score_weight"], c.config.train.lr) for c in search + taobao_mbgcn}
+    assert points == {(w, lr) for w in (0.1, 1.0) for lr in (1e-4, 3e-4, 1e-3)} and len(search) == 15
+    assert all(c.config.model == "mbgcn" and c.config.params["pretrain_epochs"] == 50 for c in search)
