@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from mbrec.data.dataset import binary_csr
 from mbrec.models.copf import dfme as dfme_module
-from mbrec.models.copf.cogcn import GraphBank
+from mbrec.models.copf.cogcn import GraphBank, split_tables
 from mbrec.models.copf.contrastive import behavior_contrast, contrastive_losses
-from mbrec.models.copf.dfme import DFME, detached_behaviors
+from mbrec.models.copf.dfme import DFME, detached_behaviors, stack_pair
 
 M, N, K, D = 30, 20, 3, 8
 STOP_GRADS = ["official", "paper", "paper_gate", "none", "all"]
@@ -313,3 +313,22 @@ def test_contrastive_losses_cover_every_auxiliary_behavior_with_weight():
         torch.testing.assert_close(loss, expected)
     empty = behavior_contrast(tables[2], tables[0], users[:0], items[:0])
     assert float(empty.detach()) == 0.0 and empty.requires_grad
+
+
+def test_stack_pair_reads_a_split_table_back_without_a_copy():
+    """The pair split_tables gives is turned back into its own [M+N, d] tensor (no copy, same gradient as
+    a cat); any other pair is concatenated."""
+    x = torch.randn(M + N, 4, dtype=torch.float64, requires_grad=True)
+    encoded = x * 2                                               # a non-leaf, as an encoder's output
+    pair = split_tables([encoded], M)[0]
+    assert stack_pair(pair) is encoded
+    weights = torch.randn(M + N, 4, dtype=torch.float64)
+    (via_base,) = torch.autograd.grad((stack_pair(pair) * weights).sum() + pair[0].pow(2).sum(), x,
+                                      retain_graph=True)
+    (via_cat,) = torch.autograd.grad((torch.cat(pair) * weights).sum() + pair[0].pow(2).sum(), x)
+    torch.testing.assert_close(via_base, via_cat, rtol=0, atol=0)
+    columns = encoded[:, :2]                                       # views of a column block: not the base
+    for other in [(pair[1], pair[0]), (x[:M], x[M:] * 1), split_tables([columns], M)[0]]:
+        stacked = stack_pair(other)
+        assert stacked is not encoded and stacked is not x
+        torch.testing.assert_close(stacked, torch.cat(other), rtol=0, atol=0)

@@ -211,6 +211,22 @@ def test_sparse_operator_to_same_device_is_identity_and_symmetry_check():
     assert empty.symmetric and empty.nnz == 0
 
 
+def test_row_block_operator_equals_the_rows_of_the_matrix():
+    """SparseOperator.rows: A[index] and its transpose, and spmm through it = the same rows of A X."""
+    op = SparseOperator(normalized_bipartite(random_interactions(15), "left"))
+    index = np.array([0, 3, 4, 17, M + 1, M + 9, M + N - 1])
+    block = op.rows(index)
+    assert block.shape == (len(index), M + N) and not block.symmetric and block.nnz == op.scipy[index].nnz
+    np.testing.assert_array_equal(block.matrix.to_dense().numpy(), op.scipy[index].toarray())
+    np.testing.assert_array_equal(block.transpose.to_dense().numpy(), op.scipy[index].T.toarray())
+    x = torch.randn(M + N, D, dtype=torch.float32, requires_grad=True)
+    weights = torch.randn(len(index), D)
+    (grad_block,) = torch.autograd.grad((spmm(block, x) * weights).sum(), x)
+    (grad_full,) = torch.autograd.grad((spmm(op, x)[torch.from_numpy(index)] * weights).sum(), x)
+    torch.testing.assert_close(spmm(block, x), spmm(op, x)[torch.from_numpy(index)])
+    torch.testing.assert_close(grad_block, grad_full)
+
+
 @pytest.mark.parametrize("width", [8, 32, 64, 70])
 def test_column_chunked_product_equals_one_piece_bit_for_bit(width):
     """Dense rows (>= CPU_CHUNK_MIN_ROW_NNZ nonzeros) take the chunked CPU path; every output column of the

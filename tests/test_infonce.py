@@ -76,3 +76,26 @@ def test_false_negatives_pass_no_gradient_to_their_table_rows():
     grad_table = torch.autograd.grad(loss, table)[0]
     assert torch.count_nonzero(grad_table[fn_cols[0]]) == 0
     assert torch.count_nonzero(grad_table[others[1]]) > 0
+
+
+def test_unit_rows_equals_f_normalize_values_and_gradients():
+    """The fused row normalisation gives F.normalize's rows and input gradient, including a zero row and
+    a row shorter than eps (both divided by eps, no projection term), and passes gradcheck."""
+    from mbrec.losses import unit_rows
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64) * 3
+    x[2] = 0.0
+    x[4] = 1e-9 * torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=torch.float64)
+    upstream = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    ours_in, ref_in = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = unit_rows(ours_in, eps=1e-6)
+    ref = torch.nn.functional.normalize(ref_in, dim=-1, eps=1e-6)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=0)
+    (ours * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=1e-10, atol=0)
+    assert float(ours_in.grad[4].abs().max()) > 1e5          # the short row's gradient is g / eps, not zero
+    away = x.clone()
+    away[2], away[4] = 1.0, -1.0                              # gradcheck away from the norm's kink at 0
+    assert torch.autograd.gradcheck(lambda t: unit_rows(t), (away.requires_grad_(),))

@@ -29,7 +29,9 @@ CPU_CHUNK_COLUMNS = 32
 CPU_CHUNK_MIN_ROW_NNZ = 16
 
 
-def _csr_tensor(mat: sp.csr_matrix, device: torch.device | str) -> torch.Tensor:
+def _csr_tensor(mat: sp.csr_matrix, device: torch.device | str, copy: bool = True) -> torch.Tensor:
+    """A torch CSR tensor of ``mat`` (sorted, float32); ``copy=False`` lets it share arrays that already have
+    the right types with ``mat`` (for a matrix nobody else holds)."""
     mat = sp.csr_matrix(mat, dtype=np.float32)
     mat.sort_indices()
     # int32 indices when they fit: MKL otherwise converts int64 indices on every product
@@ -37,9 +39,9 @@ def _csr_tensor(mat: sp.csr_matrix, device: torch.device | str) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(
-            torch.from_numpy(mat.indptr.astype(index)),
-            torch.from_numpy(mat.indices.astype(index)),
-            torch.from_numpy(mat.data.astype(np.float32)),
+            torch.from_numpy(mat.indptr.astype(index, copy=copy)),
+            torch.from_numpy(mat.indices.astype(index, copy=copy)),
+            torch.from_numpy(mat.data.astype(np.float32, copy=copy)),
             size=mat.shape,
             device=device,
             check_invariants=False,
@@ -75,6 +77,16 @@ class SparseOperator:
         from mbrec.graph.adjacency import normalized_bipartite
 
         return cls(normalized_bipartite(interactions, mode), device=device, symmetric=mode == "symmetric")
+
+    def rows(self, index: np.ndarray) -> SparseOperator:
+        """The row block ``A[index]`` ``[len(index), C]`` with its transpose, as a new operator; its arrays
+        are fresh, so the CSR tensors share them instead of copying (one per training step in DFME)."""
+        block = self.scipy[index]
+        out = SparseOperator.__new__(SparseOperator)
+        out.shape, out.nnz, out.symmetric, out.scipy = block.shape, int(block.nnz), False, block
+        out.matrix = _csr_tensor(block, self.device, copy=False)
+        out.transpose = _csr_tensor(block.T.tocsr(), self.device, copy=False)
+        return out
 
     @property
     def device(self) -> torch.device:

@@ -150,7 +150,15 @@ def split_tables(stacked: Sequence[torch.Tensor], n_users: int, post: Post = "de
     """
     if post == "merged":
         total = torch.stack(list(stacked)).sum(0)
-        return [(total[:n_users], total[n_users:])] * len(stacked)
+        return [_split(total, n_users)] * len(stacked)
     if post != "decoupled":
         raise ValueError(f"unknown post-behavior rule {post!r} (decoupled, merged)")
-    return [(x[:n_users], x[n_users:]) for x in stacked]
+    return [_split(x, n_users) for x in stacked]
+
+
+def _split(x: torch.Tensor, n_users: int) -> TablePair:
+    """``(x[:M], x[M:])`` as one ``split``: its backward concatenates the two gradients in one pass
+    (two slices would each zero-fill an ``[M+N, d]`` gradient and add them); DFME reads ``x`` back
+    from the pair without a copy (:func:`mbrec.models.copf.dfme.stack_pair`)."""
+    users, items = x.split([n_users, x.shape[0] - n_users])
+    return users, items

@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from mbrec.losses.infonce import weighted_infonce
+from mbrec.losses.normalize import unit_rows
 
 ContrastMode = Literal["both_side", "user_side", "item_side"]
 TablePair = tuple[torch.Tensor, torch.Tensor]
@@ -42,8 +42,8 @@ def infonce_sum(anchor_table: torch.Tensor, other_table: torch.Tensor, anchors: 
     if anchors.numel() == 0:
         return anchor_table.sum() * 0.0
     ids, counts = torch.unique(anchors, return_counts=True)
-    scaled = F.normalize(anchor_table[ids], dim=-1, eps=1e-12) / tau           # [A, d]
-    other = F.normalize(other_table, dim=-1, eps=1e-12)                      # [R, d]
+    scaled = unit_rows(anchor_table.index_select(0, ids)) / tau                # [A, d]
+    other = unit_rows(other_table)                                           # [R, d]
     return weighted_infonce(scaled, other, ids, counts, 1.0 / tau)
 
 

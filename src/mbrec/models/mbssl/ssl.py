@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from mbrec.graph import SparseOperator
 from mbrec.losses.infonce import weighted_infonce
+from mbrec.losses.normalize import unit_rows
 from mbrec.models.mbssl.swing import FalseNegatives
 
 FalseNegativeMode = Literal["zero_logit", "remove", "none"]
@@ -102,8 +103,8 @@ def node_contrast(anchor_table: torch.Tensor, candidate_table: torch.Tensor, anc
     """
     if fn_mode not in ("zero_logit", "remove", "none"):
         raise ValueError(f"unknown false-negative mode {fn_mode!r} (zero_logit, remove, none)")
-    scaled = F.normalize(anchor_table[anchors.nodes], dim=-1) / tau                      # [A, d]
-    unit = F.normalize(candidate_table, dim=-1)                                            # [C', d]
+    scaled = unit_rows(anchor_table.index_select(0, anchors.nodes)) / tau                 # [A, d]
+    unit = unit_rows(candidate_table)                                                      # [C', d]
     masked = fn_mode != "none"
     return weighted_infonce(scaled, unit, anchors.nodes, anchors.multiplicity, 1.0 / tau,
                             anchors.fn_rows if masked else None, anchors.fn_cols if masked else None,
