@@ -35,7 +35,7 @@ def nonsampling_loss(user_emb: torch.Tensor, item_emb: torch.Tensor, h: torch.Te
     user_gram = user_emb.T @ user_emb                               # [d, d]
     item_gram = item_emb.T @ item_emb                               # [d, d]
     all_pairs = (user_gram * item_gram * torch.outer(h, h)).sum()
-    x = (user_emb[pos_rows] * h * item_emb[pos_items]).sum(-1)      # [P]
+    x = (user_emb.index_select(0, pos_rows) * h * item_emb.index_select(0, pos_items)).sum(-1)  # [P]
     return neg_weight * all_pairs + ((1.0 - neg_weight) * x.pow(2) - 2.0 * x).sum()
 
 

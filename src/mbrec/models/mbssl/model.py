@@ -205,7 +205,7 @@ class MBSSL(Recommender):
         out = self.encode(with_views=c.use_intra)
         table, h = out.nodes[0], out.behaviors
         user_table, item_table = table[:m], table[m:]                               # [M, K, d], [N, K, d]
-        batch_users = user_table[users]                                             # [B, K, d]
+        batch_users = user_table.index_select(0, users)                             # [B, K, d]
         rec = torch.zeros((), device=self.device_)
         for k, (label_rows, label_items) in labels.items():
             rec = rec + self.rec_weights[k] * nonsampling_loss(batch_users[:, k], item_table[:, k], h[k],
