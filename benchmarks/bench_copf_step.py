@@ -9,8 +9,9 @@ backward of the summed losses, Adam step. In the same loop, after every step, th
   inputs of the same shapes — COGCN ``S_k X`` ``[M+N, 64]`` per behavior and layer, DFME ``Â_k Y``
   ``[M+N, 64·g]`` per task with λ > 0 and fitting layer (g = fitting tables propagated together; the last
   fitting layer on the row block ``Â_k[rows]`` of the rows that step's pairs read, ``[R, M+N]``, as
-  :meth:`DFME.prepare_pairs` computes it) — and, for inputs that need a gradient, the backward product with
-  the cached transpose;
+  :meth:`DFME.prepare_pairs` computes it; with one fitting layer, g + 1 products ``Â_k[rows] X_m`` of
+  width 64 instead, one per table mixed, as :meth:`DFME.fitting_tables` does) — and, for inputs that need a
+  gradient, the backward product with the cached transpose;
 * contrastive: per auxiliary behavior and side, ``E = exp(A Oᵀ)``, row sums and the two backward
   matmuls ``E O``, ``Eᵀ A`` with ``A [anchors, 64]`` (the unique target users / positive items of that
   step's batch) and ``O`` = all M users / N items;
@@ -77,10 +78,16 @@ def sparse_products(model: COPF, batch: Batch | None = None) -> list[dict]:
             last = RowBlock.of_pairs(head.graphs[k], model.n_users, model.n_items,
                                      *model.task_pairs(batch)[k]).operator
         for group, grad in ((n - 1 - frozen, True), (frozen, False)):
-            if group:
-                ops = [head.graphs[k]] * (head.fit_layers[k] - 1) + [last]
-                products += [{"name": f"dfme/{model.behaviors[k]}", "op": op, "width": group * head.dim,
-                              "backward": grad} for op in ops]
+            if not group:
+                continue
+            if head.fit_layers[k] == 1 and batch is not None and head.restrict_rows:
+                # DFME.fitting_tables' one-layer row-block path: one d-wide product per table it mixes
+                products += [{"name": f"dfme/{model.behaviors[k]}", "op": last, "width": head.dim,
+                              "backward": grad}] * (group + 1)
+                continue
+            ops = [head.graphs[k]] * (head.fit_layers[k] - 1) + [last]
+            products += [{"name": f"dfme/{model.behaviors[k]}", "op": op, "width": group * head.dim,
+                          "backward": grad} for op in ops]
     return products
 
 

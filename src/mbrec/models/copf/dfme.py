@@ -50,9 +50,11 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from mbrec.data.samplers import Batch
 from mbrec.graph import SparseOperator, spmm
+from mbrec.graph.spmm import csr_product
 
 StopGrad = Literal["official", "paper", "paper_gate", "none", "all"]
 Forward = Literal["fit", "plain"]
@@ -127,6 +129,30 @@ def stack_pair(pair: TablePair) -> torch.Tensor:
             and items.data_ptr() == base.data_ptr() + users.numel() * base.element_size()):
         return base
     return torch.cat(pair)
+
+
+class _RowFitted(torch.autograd.Function):
+    r""":math:`F = (\hat A_k[rows] X) \circ r + 2 X[rows]` ``[R, d]`` (:meth:`DFME.fitting_tables`) with one
+    ``[(M+N), d]`` gradient for X: the transposed product writes it and the ``X[rows]`` part is added in place
+    (autograd would zero-fill a second table for the gather and add the two)."""
+
+    @staticmethod
+    def forward(ctx, matrix, transpose, index, x, r):
+        product = csr_product(matrix, x)                                            # [R, d]
+        ctx.transpose = transpose
+        ctx.save_for_backward(index, product, r)
+        return torch.addcmul(x.index_select(0, index).mul_(2), product, r)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        index, product, r = ctx.saved_tensors
+        grad_x = grad_r = None
+        if ctx.needs_input_grad[3]:
+            grad_x = csr_product(ctx.transpose, grad * r).index_add_(0, index, grad, alpha=2)
+        if ctx.needs_input_grad[4]:
+            grad_r = (product * grad).sum(0)
+        return None, None, None, grad_x, grad_r
 
 
 def gate_logits(weight: torch.Tensor, bias: torch.Tensor, users: torch.Tensor,
@@ -279,10 +305,28 @@ class DFME(PredictionHead):
         only — the row block's R rows in the last layer, not all M+N. With ``rows``
         only those rows of T are returned (``[R, d]`` each) and the last layer's product uses the row block
         ``Â_k[rows]`` (exact: row i of ``Â Y`` is ``Â[i] Y``).
+
+        One layer with ``rows`` (COPF's configurations): by linearity, with :math:`c_k = s\beta/2`,
+        :math:`c_j = s\alpha/2` and :math:`F_m = (\hat A_k[rows] X_m) \circ r + 2 X_m[rows]` ``[R, d]``,
+        :math:`T_{k,j}[rows] = c_k F_k + c_j F_j`: every operation is on the R rows (the row-block
+        products of the ``d``-wide tables, 1.5x the nonzeros x width of one ``g·d``-wide product), and
+        no ``[(M+N), g·d]`` table is built forward or backward (:class:`_RowFitted`). A COPF Taobao step:
+        1.03x on one thread, within noise on two (session 17, an in-process A/B over 30 steps each way).
         """
         group, layers = len(behaviors), self.fit_layers[k]
-        own = stacked[k] * (self.fit_scale * self.beta / 2)
-        other_scale = self.fit_scale * self.alpha / 2
+        own_scale, other_scale = self.fit_scale * self.beta / 2, self.fit_scale * self.alpha / 2
+        if layers == 1 and rows is not None:
+            r = self.behavior_emb[k]
+
+            def fitted(m: int) -> torch.Tensor:
+                if not torch.is_grad_enabled():
+                    return torch.addcmul(stacked[m].index_select(0, rows.index) * 2,
+                                         spmm(rows.operator, stacked[m]), r)
+                return _RowFitted.apply(rows.operator.matrix, rows.operator.transpose, rows.index, stacked[m], r)
+
+            own_rows = fitted(k) * own_scale
+            return [torch.add(own_rows, fitted(j), alpha=other_scale) for j in behaviors]
+        own = stacked[k] * own_scale
         y = torch.cat([torch.add(own, stacked[j], alpha=other_scale) for j in behaviors], 1)
         r, acc = self.behavior_emb[k], y
         if layers == 0 and rows is not None:
