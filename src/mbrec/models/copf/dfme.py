@@ -319,9 +319,6 @@ class DFME(PredictionHead):
             r = self.behavior_emb[k]
 
             def fitted(m: int) -> torch.Tensor:
-                if not torch.is_grad_enabled():
-                    return torch.addcmul(stacked[m].index_select(0, rows.index) * 2,
-                                         spmm(rows.operator, stacked[m]), r)
                 return _RowFitted.apply(rows.operator.matrix, rows.operator.transpose, rows.index, stacked[m], r)
 
             own_rows = fitted(k) * own_scale
