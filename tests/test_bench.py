@@ -249,14 +249,22 @@ def test_comparison_with_paper_numbers(tmp_path):
 
     write_hand_results(tmp_path / "res", {"MF-BPR": [0.30, 0.32, 0.31], "COPF": [0.45, 0.44, 0.47]},
                        {"name": "hand", "labels": ["MF-BPR", "COPF"]})
+    for seed in (1, 2, 3):      # a metric that is not a table column (MBSSL Table 2 reports Recall@10)
+        path = tmp_path / "res" / f"MF-BPR-taobao-s{seed}.json"
+        record = json.loads(path.read_text())
+        for entry in record["history"]:
+            entry["test"]["Recall@10"] = entry["test"]["HR@10"]
+        path.write_text(json.dumps(record))
     numbers = tmp_path / "papers.yaml"
-    numbers.write_text("tolerance: 0.05\ntaobao:\n  mf_bpr: {source: T2, HR@10: 0.30}\n"
+    numbers.write_text("tolerance: 0.05\ntaobao:\n  mf_bpr: {source: T2, HR@10: 0.30, Recall@10: 0.32}\n"
                        "  COPF: {source: T2, HR@10: 0.50, NDCG@10: 0.3, note: released code differs}\n"
                        "beibei:\n  COPF: {source: T2, HR@10: 0.1}\n")
     papers = load_paper_numbers(numbers)
     summary = build_summary(tmp_path / "res", papers)
     rows = {(r["label"], r["metric"]): r for r in summary["papers"]["rows"]}
-    assert set(rows) == {("MF-BPR", "HR@10"), ("COPF", "HR@10"), ("COPF", "NDCG@10")}  # label match ignores case/_
+    assert set(rows) == {("MF-BPR", "HR@10"), ("MF-BPR", "Recall@10"), ("COPF", "HR@10"),
+                         ("COPF", "NDCG@10")}                                           # label match ignores case/_
+    assert rows[("MF-BPR", "Recall@10")]["gap"] == pytest.approx((0.31 - 0.32) / 0.32)
     mf = rows[("MF-BPR", "HR@10")]
     assert mf["gap"] == pytest.approx((0.31 - 0.30) / 0.30) and mf["within"]             # +3.3 % <= 5 %
     copf = rows[("COPF", "HR@10")]

@@ -94,7 +94,7 @@ def compare_with_papers(summary: dict, numbers: PaperNumbers) -> list[dict]:
             if paper is None:
                 continue
             for metric, value in paper.metrics.items():
-                stat = row["metrics"].get(metric)
+                stat = row["metrics"].get(metric) or row.get("other_metrics", {}).get(metric)
                 if stat is None:
                     continue
                 gap = (stat["mean"] - value) / value

@@ -131,6 +131,9 @@ def aggregate_rows(records: list[dict], protocol: str, labels: list[str]) -> tup
             "select_metric": sorted({select_metric_of(r) for _, r, _ in runs}),
             "metrics": {m: mean_std([c[m] for _, _, c in runs]) for m in metrics
                         if all(m in c for _, _, c in runs)},
+            # the rest of the records' metrics (e.g. MBSSL Table 2's Recall@10), for the paper comparison
+            "other_metrics": {m: mean_std([c[m] for _, _, c in runs])
+                              for m in sorted(set.intersection(*(set(c) for _, _, c in runs)) - set(metrics))},
         })
     return rows, metrics
 
