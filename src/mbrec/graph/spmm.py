@@ -55,10 +55,11 @@ class SparseOperator:
         matrix: scipy sparse matrix, shape ``(R, C)``.
         device: where the tensors live.
         symmetric: ``True`` to reuse the matrix as its own transpose; ``None`` checks it.
+        copy: ``False`` lets the CSR tensor share the arrays of ``matrix`` (one that nobody else holds).
     """
 
     def __init__(self, matrix: sp.spmatrix, device: torch.device | str = "cpu",
-                 symmetric: bool | None = None) -> None:
+                 symmetric: bool | None = None, copy: bool = True) -> None:
         mat = sp.csr_matrix(matrix, dtype=np.float32)
         if symmetric is None:
             symmetric = mat.shape[0] == mat.shape[1] and abs(mat - mat.T).max() <= 1e-7 if mat.nnz else True
@@ -66,8 +67,8 @@ class SparseOperator:
         self.nnz = int(mat.nnz)
         self.symmetric = bool(symmetric)
         self.scipy = mat
-        self.matrix = _csr_tensor(mat, device)
-        self.transpose = self.matrix if self.symmetric else _csr_tensor(mat.T.tocsr(), device)
+        self.matrix = _csr_tensor(mat, device, copy=copy)
+        self.transpose = self.matrix if self.symmetric else _csr_tensor(mat.T.tocsr(), device, copy=False)
 
     @classmethod
     def from_interactions(cls, interactions: sp.spmatrix, mode: str = "symmetric",
@@ -81,12 +82,7 @@ class SparseOperator:
     def rows(self, index: np.ndarray) -> SparseOperator:
         """The row block ``A[index]`` ``[len(index), C]`` with its transpose, as a new operator; its arrays
         are fresh, so the CSR tensors share them instead of copying (one per training step in DFME)."""
-        block = self.scipy[index]
-        out = SparseOperator.__new__(SparseOperator)
-        out.shape, out.nnz, out.symmetric, out.scipy = block.shape, int(block.nnz), False, block
-        out.matrix = _csr_tensor(block, self.device, copy=False)
-        out.transpose = _csr_tensor(block.T.tocsr(), self.device, copy=False)
-        return out
+        return SparseOperator(self.scipy[index], self.device, symmetric=False, copy=False)
 
     @property
     def device(self) -> torch.device:

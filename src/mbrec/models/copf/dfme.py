@@ -340,7 +340,7 @@ class DFME(PredictionHead):
             else:
                 if rows is not None:
                     y = y.index_select(0, rows.index)
-                    acc = acc.index_select(0, rows.index) if layer > 0 else y
+                    acc = acc.index_select(0, rows.index)      # layer >= 1: one layer with rows returned above
                 acc = torch.add(z, y, alpha=2) if layer == 0 else acc + y + z
         return list(acc.split(self.dim, dim=1))
 
