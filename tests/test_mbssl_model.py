@@ -43,9 +43,13 @@ def build(ds, **params):
     return build_model("mbssl", ds, {**SMALL, **params})
 
 
-def infonce(anchor, candidates, positive, tau, false_negatives=()):
-    """ℓ for one anchor row with zeroed false-negative logits (released form), plain torch."""
-    logits = torch.nn.functional.cosine_similarity(anchor.unsqueeze(0), candidates, dim=1) / tau
+def infonce(anchor, candidates, positive, tau, false_negatives=(), similarity="cosine"):
+    """ℓ for one anchor row with zeroed false-negative logits (released form), plain torch; φ = cosine
+    (released) or the raw inner product (paper)."""
+    if similarity == "cosine":
+        logits = torch.nn.functional.cosine_similarity(anchor.unsqueeze(0), candidates, dim=1) / tau
+    else:
+        logits = candidates @ anchor / tau
     logits = logits.clone()
     for fn in false_negatives:
         logits[fn] = 0.0
@@ -94,8 +98,9 @@ def test_rec_and_reg_equal_brute_force(dataset):
     torch.testing.assert_close(losses["reg/l2"], reg)
 
 
-def test_ssl_losses_equal_repeated_anchor_reference(dataset):
-    model = build(dataset, fn_users=3, fn_items=3, tau=0.3).eval()
+@pytest.mark.parametrize("similarity", ["cosine", "dot"])
+def test_ssl_losses_equal_repeated_anchor_reference(dataset, similarity):
+    model = build(dataset, fn_users=3, fn_items=3, tau=0.3, similarity=similarity).eval()
     batch = first_batch(model, dataset)
     losses = model.losses(batch)
     out = model.encode(with_views=True)
@@ -110,14 +115,14 @@ def test_ssl_losses_equal_repeated_anchor_reference(dataset):
         expected = 0.0
         for u, i in pairs:
             expected += infonce(main[u, t], main[:m, k], u, 0.3,
-                                user_fn.indices[user_fn.indptr[u]:user_fn.indptr[u + 1]])
+                                user_fn.indices[user_fn.indptr[u]:user_fn.indptr[u + 1]], similarity)
             expected += infonce(main[m + i, t], torch.cat([main[m:, k], pad]), i, 0.3,
-                                item_fn.indices[item_fn.indptr[i]:item_fn.indptr[i + 1]])
+                                item_fn.indices[item_fn.indptr[i]:item_fn.indptr[i + 1]], similarity)
         torch.testing.assert_close(losses[f"aux/inter/{name}"], expected, rtol=1e-4, atol=1e-3)
     expected = 0.0
     for u, i in pairs:
-        expected += infonce(view1[u, t], view2[:m, t], u, 0.3)
-        expected += infonce(view1[m + i, t], torch.cat([view2[m:, t], pad]), i, 0.3)
+        expected += infonce(view1[u, t], view2[:m, t], u, 0.3, similarity=similarity)
+        expected += infonce(view1[m + i, t], torch.cat([view2[m:, t], pad]), i, 0.3, similarity=similarity)
     torch.testing.assert_close(losses["aux/intra"], expected, rtol=1e-4, atol=1e-3)
 
 

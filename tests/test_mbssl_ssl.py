@@ -50,6 +50,21 @@ def test_info_nce_hand_computed():
     assert zero[1].item() == pytest.approx(second) and removed[1].item() == pytest.approx(second)
 
 
+def test_info_nce_dot_similarity_hand_computed():
+    """The paper's φ (Eqs. 7-9): raw inner products over τ, no normalisation; a zero anchor gives log C."""
+    anchors = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    candidates = torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
+    tau = 0.5
+    terms = info_nce_terms(anchors, candidates, torch.tensor([0, 1]), tau, fn_mode="none", similarity="dot")
+    first = -2 / tau + math.log(math.exp(2 / tau) + math.exp(1 / tau) + 1.0)
+    second = -2 / tau + math.log(1.0 + math.exp(2 / tau) + 1.0)
+    assert terms.tolist() == pytest.approx([first, second], rel=1e-12)
+    cosine = info_nce_terms(anchors, candidates, torch.tensor([0, 1]), tau, fn_mode="none")
+    assert not torch.allclose(terms, cosine)
+    with pytest.raises(ValueError, match="similarity"):
+        info_nce_terms(anchors, candidates, torch.tensor([0, 1]), tau, similarity="l2")
+
+
 def test_fn_modes_differ_by_the_false_negative_count():
     torch.manual_seed(0)
     n, d, tau = 30, 6, 0.3
@@ -67,10 +82,11 @@ def test_fn_modes_differ_by_the_false_negative_count():
     assert (counts > 0).any() and not torch.allclose(zero, none)
 
 
+@pytest.mark.parametrize("similarity", ["cosine", "dot"])
 @pytest.mark.parametrize("tau", [0.4, 0.01])       # constant shift 1/τ, and the row-maximum shift (2/τ >= 80)
-def test_unique_anchor_sum_equals_repeated_anchor_sum(tau):
+def test_unique_anchor_sum_equals_repeated_anchor_sum(tau, similarity):
     """The fused, unique-anchor node_contrast equals one plain autograd term per occurrence (values and
-    gradients), for every false-negative mode, with an all-zero PAD candidate row."""
+    gradients), for every false-negative mode and both similarities, with an all-zero PAD candidate row."""
     torch.manual_seed(1)
     n, d = 25, 5
     anchor_table = torch.randn(n, d, dtype=torch.float64, requires_grad=True)
@@ -80,13 +96,14 @@ def test_unique_anchor_sum_equals_repeated_anchor_sum(tau):
     occurrences = np.random.default_rng(3).integers(0, n, size=60)            # repeated anchors
     for mode in ("zero_logit", "remove", "none"):
         anchors = Anchors.from_occurrences(occurrences, fn, "cpu")
-        fast = node_contrast(anchor_table, candidate_table, anchors, tau, mode)
+        fast = node_contrast(anchor_table, candidate_table, anchors, tau, mode, similarity)
         grads_fast = torch.autograd.grad(fast, [anchor_table, candidate_table])
         slow = anchor_table.new_zeros(())
         for node in occurrences:                                             # one term per occurrence
             members = torch.from_numpy(fn.indices[fn.indptr[node]:fn.indptr[node + 1]])
             slow = slow + info_nce_terms(anchor_table[[node]], candidate_table, torch.tensor([node]), tau,
-                                         torch.zeros(len(members), dtype=torch.long), members, mode)[0]
+                                         torch.zeros(len(members), dtype=torch.long), members, mode,
+                                         similarity)[0]
         grads_slow = torch.autograd.grad(slow, [anchor_table, candidate_table])
         torch.testing.assert_close(fast, slow)
         for g_fast, g_slow in zip(grads_fast, grads_slow, strict=True):

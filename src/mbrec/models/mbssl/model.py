@@ -47,7 +47,8 @@ class MBSSLConfig:
 
     * ``neg_weights``: c⁻ = w_k per behavior (one value = all behaviors); ``rec_weights``: λ_k per
       behavior; ``reg``: decay of the L2 term on pooled embeddings.
-    * ``tau``: SSL temperature; ``inter_weights``: μ per aux behavior (one value = all);
+    * ``tau``: SSL temperature; ``similarity``: φ of the SSL logits, ``cosine`` (code) or the raw inner
+      product ``dot`` (paper Eqs. 7–9); ``inter_weights``: μ per aux behavior (one value = all);
       ``intra_weight``: γ; ``use_inter`` / ``use_intra``: the "w/o SSL_inter" / "w/o SSL_intra" ablations.
     * ``aug_type``: ``node`` dropout (code), ``edge`` dropout (paper) or ``walk``; ``aug_ratio``: ρ.
     * ``swing_alpha``: α; ``fn_users`` / ``fn_items``: N of the false-negative rule; ``fn_mode``:
@@ -70,6 +71,7 @@ class MBSSLConfig:
     rec_weights: list[float] = field(default_factory=lambda: [0.0, 5.0 / 6.0, 1.0 / 6.0])
     reg: float = 10.0
     tau: float = 0.5
+    similarity: Literal["cosine", "dot"] = "cosine"
     inter_weights: list[float] = field(default_factory=lambda: [1.0])
     intra_weight: float = 1.0
     use_inter: bool = True
@@ -216,14 +218,15 @@ class MBSSL(Recommender):
         if c.use_intra:
             view1, view2 = out.nodes[1], out.nodes[2]
             losses["aux/intra"] = c.intra_weight * (
-                node_contrast(view1[:m, t], view2[:m, t], user_anchors, c.tau, "none")
-                + node_contrast(view1[m:, t], torch.cat([view2[m:, t], pad]), item_anchors, c.tau, "none"))
+                node_contrast(view1[:m, t], view2[:m, t], user_anchors, c.tau, "none", c.similarity)
+                + node_contrast(view1[m:, t], torch.cat([view2[m:, t], pad]), item_anchors, c.tau, "none",
+                                c.similarity))
         if c.use_inter:
             for k, mu in zip(self.aux_indices, self.inter_weights, strict=True):
                 losses[f"aux/inter/{self.behaviors[k]}"] = mu * (
-                    node_contrast(user_table[:, t], user_table[:, k], user_anchors, c.tau, c.fn_mode)
+                    node_contrast(user_table[:, t], user_table[:, k], user_anchors, c.tau, c.fn_mode, c.similarity)
                     + node_contrast(item_table[:, t], torch.cat([item_table[:, k], pad]), item_anchors,
-                                    c.tau, c.fn_mode))
+                                    c.tau, c.fn_mode, c.similarity))
         losses["reg/l2"] = c.reg * 0.5 * (batch_users.pow(2).sum() + item_table.pow(2).sum())
         return losses
 

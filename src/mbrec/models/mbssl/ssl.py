@@ -1,8 +1,9 @@
 r"""MBSSL's self-supervised losses (Eqs. 7–9, as released) and the target-graph augmentations.
 
-InfoNCE with cosine similarity :math:`c(a, b) = a^T b / (\|a\| \|b\|)` (a zero row normalises to 0)
-and temperature τ, for an anchor x, candidates Y (all nodes), its positive :math:`y^+ \in Y` and
-false negatives F:
+InfoNCE with similarity φ and temperature τ, for an anchor x, candidates Y (all nodes), its positive
+:math:`y^+ \in Y` and false negatives F. φ is the cosine :math:`c(a, b) = a^T b / (\|a\| \|b\|)` (a zero
+row normalises to 0; ``similarity="cosine"``, the released code) or the raw inner product
+:math:`a^T b` of the paper's Eqs. 7–9 (``similarity="dot"``); written with c below:
 
 .. math::
     \ell(x; Y, y^+, F) = -\frac{c(x, y^+)}{\tau} + \log \sum_{y \in Y} \exp\frac{\tilde c(x, y)}{\tau}
@@ -42,12 +43,13 @@ from mbrec.losses.normalize import unit_rows
 from mbrec.models.mbssl.swing import FalseNegatives
 
 FalseNegativeMode = Literal["zero_logit", "remove", "none"]
+Similarity = Literal["cosine", "dot"]
 Augmentation = Literal["node", "edge", "walk"]
 
 
 def info_nce_terms(anchors: torch.Tensor, candidates: torch.Tensor, positives: torch.Tensor, tau: float,
                    fn_rows: torch.Tensor | None = None, fn_cols: torch.Tensor | None = None,
-                   fn_mode: FalseNegativeMode = "zero_logit") -> torch.Tensor:
+                   fn_mode: FalseNegativeMode = "zero_logit", similarity: Similarity = "cosine") -> torch.Tensor:
     """Per-anchor InfoNCE :math:`\\ell` (module docstring), ``[A]``.
 
     Args:
@@ -55,12 +57,15 @@ def info_nce_terms(anchors: torch.Tensor, candidates: torch.Tensor, positives: t
             ``candidates``. tau: temperature.
         fn_rows, fn_cols: ``[F]`` false negatives as (anchor row, candidate index) pairs; a positive
             must not be among them.
-        fn_mode: ``zero_logit`` / ``remove`` / ``none``.
+        fn_mode: ``zero_logit`` / ``remove`` / ``none``. similarity: φ, ``cosine`` or ``dot``.
     """
-    scaled_anchors = F.normalize(anchors, dim=-1) / tau
-    unit_candidates = F.normalize(candidates, dim=-1)
-    logits = scaled_anchors @ unit_candidates.T                                           # [A, C]
-    positive = (scaled_anchors * unit_candidates[positives]).sum(-1)                       # [A]
+    if similarity == "cosine":
+        anchors, candidates = F.normalize(anchors, dim=-1), F.normalize(candidates, dim=-1)
+    elif similarity != "dot":
+        raise ValueError(f"unknown similarity {similarity!r} (cosine, dot)")
+    scaled_anchors = anchors / tau
+    logits = scaled_anchors @ candidates.T                                                 # [A, C]
+    positive = (scaled_anchors * candidates[positives]).sum(-1)                            # [A]
     if fn_mode != "none" and fn_rows is not None and fn_cols is not None and len(fn_rows):
         fill = 0.0 if fn_mode == "zero_logit" else float("-inf")
         fill_value = torch.tensor(fill, dtype=logits.dtype, device=logits.device)
@@ -95,7 +100,7 @@ class Anchors:
 
 
 def node_contrast(anchor_table: torch.Tensor, candidate_table: torch.Tensor, anchors: Anchors, tau: float,
-                  fn_mode: FalseNegativeMode = "none") -> torch.Tensor:
+                  fn_mode: FalseNegativeMode = "none", similarity: Similarity = "cosine") -> torch.Tensor:
     r""":math:`\sum_a m_a\, \ell(A[a];\ C,\ C[a],\ F_a)` with ``A = anchor_table``, ``C = candidate_table``.
 
     ``anchor_table`` ``[C, d]`` (only the anchor rows are read), ``candidate_table`` ``[C', d]`` with
@@ -103,10 +108,15 @@ def node_contrast(anchor_table: torch.Tensor, candidate_table: torch.Tensor, anc
     """
     if fn_mode not in ("zero_logit", "remove", "none"):
         raise ValueError(f"unknown false-negative mode {fn_mode!r} (zero_logit, remove, none)")
-    scaled = unit_rows(anchor_table.index_select(0, anchors.nodes)) / tau                 # [A, d]
-    unit = unit_rows(candidate_table)                                                      # [C', d]
+    rows = anchor_table.index_select(0, anchors.nodes)                                     # [A, d]
+    if similarity == "cosine":
+        scaled, candidates, bound = unit_rows(rows) / tau, unit_rows(candidate_table), 1.0 / tau
+    elif similarity == "dot":                       # unbounded logits: the fused loss shifts by the row maximum
+        scaled, candidates, bound = rows / tau, candidate_table, float("inf")
+    else:
+        raise ValueError(f"unknown similarity {similarity!r} (cosine, dot)")
     masked = fn_mode != "none"
-    return weighted_infonce(scaled, unit, anchors.nodes, anchors.multiplicity, 1.0 / tau,
+    return weighted_infonce(scaled, candidates, anchors.nodes, anchors.multiplicity, bound,
                             anchors.fn_rows if masked else None, anchors.fn_cols if masked else None,
                             0.0 if fn_mode == "zero_logit" else float("-inf"))
 
