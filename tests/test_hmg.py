@@ -146,6 +146,34 @@ def test_moving_norms_and_gradients_over_two_steps_match_a_hand_computation():
     torch.testing.assert_close(q.grad, t(0.3, 0))
 
 
+def test_global_scope_applies_the_rule_to_all_parameters_at_once():
+    """scope="global" (the paper's one θ): norms, inner product, gate and scale over the concatenation of
+    every reached parameter, one row of moving norms; reg gradients are added unchanged."""
+    p, q, unused = (nn.Parameter(torch.zeros(n, dtype=torch.float64)) for n in (2, 2, 1))
+    hmg = HMG("mbssl", relax=R, beta=0.9, scope="global")
+    losses = {"rec": linear(t(3, 4), p), "aux/a": linear(t(-30, 0), p) + linear(t(1, 0), q),
+              "reg/l2": linear(t(0.5, 0), q)}
+    hmg.backward(losses, [p, q, unused])
+    # θ-gradients: g0 = (3, 4, 0, 0), ga = (-30, 0, 1, 0); n̄0 = 0.5, n̄a = 0.1 · √901 > n̄0
+    n_a = 0.1 * 901 ** 0.5
+    projected = t(-30, 0, 1, 0) + 90 / 25 * t(3, 4, 0, 0)          # <ga, g0> = -90 < 0: remove the g0 part
+    combined = t(3, 4, 0, 0) + (R * 0.5 / n_a + 1 - R) * projected
+    torch.testing.assert_close(p.grad, combined[:2])
+    torch.testing.assert_close(q.grad, combined[2:] + t(0.5, 0))
+    assert unused.grad is None
+    (norms,) = hmg.state_dict()["moving_norms"]
+    torch.testing.assert_close(norms, t(0.5, n_a))
+    # per tensor, q (g0 = 0) would only get the 0.3 floor: the scopes differ
+    per_tensor = HMG("mbssl", relax=R, beta=0.9)
+    for param in (p, q):
+        param.grad = None
+    per_tensor.backward({"rec": linear(t(3, 4), p), "aux/a": linear(t(-30, 0), p) + linear(t(1, 0), q)},
+                        [p, q, unused])
+    torch.testing.assert_close(q.grad, t(1 - R, 0))
+    with pytest.raises(ValueError, match="scope"):
+        HMG(scope="layer")
+
+
 def test_reg_losses_are_added_unchanged_and_do_not_enter_the_norms():
     p = nn.Parameter(torch.zeros(2, dtype=torch.float64))
     def tasks() -> dict[str, torch.Tensor]:

@@ -167,6 +167,9 @@ class DataConfig:
 class HMGConfig:
     """Gradient manipulation (MBSSL's HMG) settings; ``strategy: none`` sums the losses.
 
+    ``scope``: ``tensor`` = every parameter tensor on its own (released code), ``global`` = one θ (the paper's
+    Algorithm 1); ``beta: 0`` = current instead of moving norms (the paper's Eq. 14).
+
     ``task_threads``: how many per-task backwards run at once, each on one intra-op thread (CPU only;
     ``null`` = torch's thread count, 1 = one after the other with every thread). Same gradients either way.
     """
@@ -175,6 +178,7 @@ class HMGConfig:
     relax: float = 0.7
     beta: float = 0.9
     task_threads: int | None = None
+    scope: Literal["tensor", "global"] = "tensor"
 
 
 @dataclass

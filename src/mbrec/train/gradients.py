@@ -34,4 +34,5 @@ def make_combiner(cfg: HMGConfig):
         return SumCombiner()
     from mbrec.train.hmg import HMG
 
-    return HMG(strategy=cfg.strategy, relax=cfg.relax, beta=cfg.beta, task_threads=cfg.task_threads)
+    return HMG(strategy=cfg.strategy, relax=cfg.relax, beta=cfg.beta, task_threads=cfg.task_threads,
+               scope=cfg.scope)

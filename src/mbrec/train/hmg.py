@@ -28,6 +28,11 @@ and :math:`P.\mathrm{grad} = g_0 + \sum_t g_t + \partial L_{reg} / \partial P`. 
   :math:`\bar n_0`).
 * ``C``: projection on conflict, then scaling, always.
 
+``scope``: ``tensor`` (the released code: every parameter tensor on its own, as above) or ``global``
+(the paper's Algorithm 1: one :math:`\theta`, the concatenation of every parameter the tasks reach, with one
+moving norm per task; the projection and the scale then use the norms and inner products over all of
+:math:`\theta`). Setting ``beta`` to 0 gives the paper's current (not moving) norms.
+
 The scale uses the moving norms (:math:`\bar n_t` of the raw, unprojected gradients). Edge cases:
 :math:`g_0 = 0` admits no projection; :math:`\bar n_t = 0` gets no scaling (its gradient is 0 anyway).
 
@@ -55,6 +60,7 @@ from mbrec.models.base import loss_role
 
 Strategy = Literal["mbssl", "A", "B", "C"]
 STRATEGIES: tuple[str, ...] = ("mbssl", "A", "B", "C")
+Scope = Literal["tensor", "global"]
 _PROJECTING = {"mbssl", "A", "C"}
 _SCALING = {"mbssl", "B", "C"}
 
@@ -119,16 +125,19 @@ class HMG:
         beta: EMA factor of the moving norms (MBSSL ``meta_b`` = 0.9).
         task_threads: per-task backwards run at once on CPU (module docstring); ``None`` = torch's
             thread count at each call, 1 = sequential (every intra-op thread on one backward at a time).
+        scope: ``tensor`` (released code) or ``global`` (paper: one θ; module docstring).
 
-    State (``state_dict``): the auxiliary task names in first-seen order and, per parameter tensor, a
-    ``[1 + K]`` tensor of moving norms (row 0 = target, row ``1 + j`` = ``aux_names[j]``). An auxiliary
-    loss name seen for the first time starts at 0; a task absent from a batch keeps its norm.
+    State (``state_dict``): the auxiliary task names in first-seen order and, per parameter tensor (one
+    for ``global``), a ``[1 + K]`` tensor of moving norms (row 0 = target, row ``1 + j`` = ``aux_names[j]``).
+    An auxiliary loss name seen for the first time starts at 0; a task absent from a batch keeps its norm.
     """
 
     def __init__(self, strategy: Strategy = "mbssl", relax: float = 0.7, beta: float = 0.9,
-                 task_threads: int | None = None) -> None:
+                 task_threads: int | None = None, scope: Scope = "tensor") -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown HMG strategy {strategy!r} (use {', '.join(STRATEGIES)})")
+        if scope not in ("tensor", "global"):
+            raise ValueError(f"unknown HMG scope {scope!r} (tensor, global)")
         if not 0.0 <= relax <= 1.0:
             raise ValueError(f"HMG relax must lie in [0, 1], got {relax}")
         if not 0.0 <= beta < 1.0:
@@ -136,6 +145,7 @@ class HMG:
         if task_threads is not None and task_threads < 1:
             raise ValueError(f"HMG task_threads must be >= 1, got {task_threads}")
         self.task_threads = task_threads
+        self.scope = scope
         self.strategy = strategy
         self.relax = float(relax)
         self.beta = float(beta)
@@ -154,11 +164,12 @@ class HMG:
 
     def _task_rows(self, aux_names: list[str], params: list[torch.nn.Parameter]) -> list[int]:
         """Rows of this batch's tasks in every moving-norm tensor (registers new auxiliary names)."""
+        groups = params if self.scope == "tensor" else params[:1]        # global: one θ, one row of norms
         if self.moving_norms is None:
-            self.moving_norms = [torch.zeros(1, dtype=p.dtype, device=p.device) for p in params]
-        if len(self.moving_norms) != len(params):
+            self.moving_norms = [torch.zeros(1, dtype=p.dtype, device=p.device) for p in groups]
+        if len(self.moving_norms) != len(groups):
             raise ValueError(f"HMG state holds moving norms of {len(self.moving_norms)} parameter tensors, "
-                             f"got {len(params)}")
+                             f"got {len(groups)} ({self.scope} scope)")
         new = [name for name in aux_names if name not in self.aux_names]
         if new:
             self.aux_names.extend(new)
@@ -183,6 +194,9 @@ class HMG:
         task_grads, reg_grads = grads[:-1], grads[-1]
 
         with torch.no_grad():
+            if self.scope == "global":
+                self._apply_global(task_grads, reg_grads, params, rows)
+                return
             for j, p in enumerate(params):
                 per_task = [g[j] for g in task_grads]
                 if all(g is None for g in per_task) and reg_grads[j] is None:
@@ -198,6 +212,29 @@ class HMG:
                     p.grad = combined
                 else:
                     p.grad.add_(combined)
+
+    def _apply_global(self, task_grads: list[list[torch.Tensor | None]], reg_grads: list[torch.Tensor | None],
+                      params: list[torch.nn.Parameter], rows: torch.Tensor) -> None:
+        """``global`` scope: the rule on the concatenation of every parameter some task reaches, ``[1+K, n]``."""
+        reached = [j for j in range(len(params)) if any(g[j] is not None for g in task_grads)]
+        if reached:
+            flat = torch.cat([torch.stack([params[j].new_zeros(params[j].numel()) if g[j] is None
+                                           else g[j].reshape(-1) for g in task_grads]) for j in reached], dim=1)
+            norms = self._update(0, rows, torch.linalg.vector_norm(flat, dim=1))
+            combined = _combine_flat(flat[0], flat[1:], norms[0], norms[1:], self.strategy, self.relax)
+            pieces = dict(zip(reached, combined.split([params[j].numel() for j in reached]), strict=True))
+        else:
+            pieces = {}
+        for j, p in enumerate(params):
+            grad = pieces[j].view_as(p) if j in pieces else None
+            if reg_grads[j] is not None:
+                grad = reg_grads[j] if grad is None else grad + reg_grads[j]
+            if grad is None:
+                continue
+            if p.grad is None:
+                p.grad = grad
+            else:
+                p.grad.add_(grad)
 
     def _update(self, j: int, rows: torch.Tensor, raw_norms: torch.Tensor) -> torch.Tensor:
         """EMA step of tensor ``j``'s moving norms for the tasks ``rows``; returns the new ``[1+K]``."""
