@@ -126,6 +126,30 @@ def test_ssl_losses_equal_repeated_anchor_reference(dataset, similarity):
     torch.testing.assert_close(losses["aux/intra"], expected, rtol=1e-4, atol=1e-3)
 
 
+def test_ssl_anchors_nodes_counts_every_node_once(dataset):
+    """ssl_anchors="nodes" (the paper's sums over nodes): each batch buyer and each bought item once."""
+    model = build(dataset, fn_users=3, fn_items=3, tau=0.3, ssl_anchors="nodes").eval()
+    batch = first_batch(model, dataset)
+    losses = model.losses(batch)
+    main, view1, view2 = model.encode(with_views=True).nodes
+    m, t = dataset.n_users, 2
+    user_fn, item_fn = model.user_false_negatives, model.item_false_negatives
+    pad = torch.zeros(1, 8)
+    rows, items = model.labels[t].pairs(batch.users.numpy())
+    users, items = np.unique(batch.users[rows].numpy()), np.unique(items)
+    assert len(users) + len(items) < len(rows) * 2                               # some nodes repeat in pairs
+    expected = 0.0
+    for u in users:
+        expected += infonce(main[u, t], main[:m, 1], u, 0.3, user_fn.indices[user_fn.indptr[u]:user_fn.indptr[u + 1]])
+    for i in items:
+        expected += infonce(main[m + i, t], torch.cat([main[m:, 1], pad]), i, 0.3,
+                            item_fn.indices[item_fn.indptr[i]:item_fn.indptr[i + 1]])
+    torch.testing.assert_close(losses["aux/inter/cart"], expected, rtol=1e-4, atol=1e-3)
+    expected = sum(infonce(view1[u, t], view2[:m, t], u, 0.3) for u in users) + sum(
+        infonce(view1[m + i, t], torch.cat([view2[m:, t], pad]), i, 0.3) for i in items)
+    torch.testing.assert_close(losses["aux/intra"], expected, rtol=1e-4, atol=1e-3)
+
+
 def test_gradient_paths(dataset):
     model = build(dataset)
     losses = model.losses(first_batch(model, dataset))

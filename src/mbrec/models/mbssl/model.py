@@ -16,9 +16,10 @@ augmented target graphs (passes 1, 2; redrawn every epoch in :meth:`MBSSL.prepar
 * ``reg/l2``: :math:`\text{reg} \cdot \tfrac12 (\|E_u[B]\|_F^2 + \|E_i\|_F^2)` on the pooled tables
   (all K slices).
 
-SSL anchors are the batch's target pairs (a user once per purchase, an item once per buyer), computed
-once per unique node times its multiplicity (:mod:`~mbrec.models.mbssl.ssl`). Item candidates include
-the released code's all-zero PAD row (one extra :math:`e^0` term per item anchor).
+SSL anchors are the batch's target pairs (a user once per purchase, an item once per buyer; with
+``ssl_anchors="nodes"`` each of those nodes once, the paper's sums), computed once per unique node times
+its multiplicity (:mod:`~mbrec.models.mbssl.ssl`). Item candidates include the released code's all-zero
+PAD row (one extra :math:`e^0` term per item anchor).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class MBSSLConfig:
 
     * ``neg_weights``: c⁻ = w_k per behavior (one value = all behaviors); ``rec_weights``: λ_k per
       behavior; ``reg``: decay of the L2 term on pooled embeddings.
+    * ``ssl_anchors``: ``pairs`` (code: a user once per purchase, an item once per buyer in the batch) or
+      ``nodes`` (paper Eqs. 7–9: every such node once).
     * ``tau``: SSL temperature; ``similarity``: φ of the SSL logits, ``cosine`` (code) or the raw inner
       product ``dot`` (paper Eqs. 7–9); ``inter_weights``: μ per aux behavior (one value = all);
       ``intra_weight``: γ; ``use_inter`` / ``use_intra``: the "w/o SSL_inter" / "w/o SSL_intra" ablations.
@@ -72,6 +75,7 @@ class MBSSLConfig:
     reg: float = 10.0
     tau: float = 0.5
     similarity: Literal["cosine", "dot"] = "cosine"
+    ssl_anchors: Literal["pairs", "nodes"] = "pairs"
     inter_weights: list[float] = field(default_factory=lambda: [1.0])
     intra_weight: float = 1.0
     use_inter: bool = True
@@ -201,8 +205,9 @@ class MBSSL(Recommender):
         labels = {k: tuple(torch.from_numpy(a).to(self.device_) for a in self.labels[k].pairs(user_ids))
                   for k, lam in enumerate(self.rec_weights) if lam != 0.0}
         rows, items = self.labels[t].pairs(user_ids)                           # the batch's target pairs
-        user_anchors = Anchors.from_occurrences(user_ids[rows], self.user_false_negatives, self.device_)
-        item_anchors = Anchors.from_occurrences(items, self.item_false_negatives, self.device_)
+        counted = c.ssl_anchors == "pairs"
+        user_anchors = Anchors.from_occurrences(user_ids[rows], self.user_false_negatives, self.device_, counted)
+        item_anchors = Anchors.from_occurrences(items, self.item_false_negatives, self.device_, counted)
 
         out = self.encode(with_views=c.use_intra)
         table, h = out.nodes[0], out.behaviors

@@ -12,8 +12,10 @@ row normalises to 0; ``similarity="cosine"``, the released code) or the raw inne
 adds :math:`e^0 = 1`); ``remove`` (paper) leaves F out of the sum; ``none`` ignores F.
 
 The batch anchors are the batch's target pairs (u, i): a user counts once per purchase, an item once
-per buyer. Rows of one node are identical, so each loss is computed once per **unique** node and
-multiplied by its multiplicity (exact): :math:`\sum_{a} m_a\, \ell_a`. Losses are sums, not means.
+per buyer (released code; ``ssl_anchors="pairs"`` in the model). The paper's Eqs. 7–9 sum over nodes, each
+once (``ssl_anchors="nodes"``: the same unique nodes with multiplicity 1). Rows of one node are
+identical, so each loss is computed once per **unique** node and multiplied by its multiplicity (exact):
+:math:`\sum_{a} m_a\, \ell_a`. Losses are sums, not means.
 :func:`node_contrast` computes that sum with the fused :func:`mbrec.losses.infonce.weighted_infonce`;
 :func:`info_nce_terms` is the plain per-anchor form (autograd ``logsumexp``), kept as its reference.
 
@@ -88,9 +90,12 @@ class Anchors:
 
     @classmethod
     def from_occurrences(cls, occurrences: np.ndarray, false_negatives: FalseNegatives | None,
-                         device: torch.device | str) -> Anchors:
-        """Unique nodes of ``occurrences`` (one entry per pair), counted, with their FN pairs."""
+                         device: torch.device | str, counted: bool = True) -> Anchors:
+        """Unique nodes of ``occurrences`` (one entry per pair), counted (or each once when not
+        ``counted``), with their FN pairs."""
         nodes, counts = np.unique(np.asarray(occurrences, dtype=np.int64), return_counts=True)
+        if not counted:
+            counts = np.ones_like(counts)
         if false_negatives is None:
             rows = cols = np.zeros(0, dtype=np.int64)
         else:
