@@ -87,6 +87,16 @@ def command_record() -> str:
     return " ".join([*env, "python", shlex.quote(str(shown)), *(shlex.quote(a) for a in sys.argv[1:])])
 
 
+def write_result(out: str | Path, benchmark: str, load_before: list[float], **fields: object) -> dict:
+    """Write ``{"benchmark", "command", "machine", **fields}`` to ``out`` atomically, say so, return it."""
+    from mbrec.train.checkpoint import atomic_write_json
+
+    record = {"benchmark": benchmark, "command": command_record(), "machine": machine_record(load_before), **fields}
+    atomic_write_json(Path(out), record)
+    print(f"wrote {out}")
+    return record
+
+
 # ------------------------------------------------------------------------------------- timing
 def clock() -> tuple[float, float]:
     """(wall, process CPU) clock readings; process CPU time is less sensitive to other processes."""

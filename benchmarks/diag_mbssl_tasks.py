@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from benchlib import command_record, load_average, machine_record
+from benchlib import load_average, write_result
 
 from mbrec.data.samplers import Batch
-from mbrec.train.checkpoint import atomic_write_json, load_checkpoint
+from mbrec.train.checkpoint import load_checkpoint
 from mbrec.train.hmg import _combine_flat, loss_role
 from mbrec.train.runner import build_for_run, load_trained
 
@@ -130,11 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {r['tensor']:32s} |g0| {r['target_norm']:9.3g}  {aux}  HMG cos {hmg['cos_target']:+.2f} "
                   f"({hmg['norm_ratio']:.2f}x)  sum cos {summed['cos_target']:+.2f} ({summed['norm_ratio']:.2f}x)",
                   flush=True)
-    record = {"benchmark": "MBSSL task gradients per parameter tensor", "command": command_record(),
-              "machine": machine_record(load_before), "seed": args.seed, "runs": runs}
-    atomic_write_json(Path(args.out), record)
-    print(f"wrote {args.out}")
-    return record
+    return write_result(args.out, "MBSSL task gradients per parameter tensor", load_before, seed=args.seed,
+                        runs=runs)
 
 
 if __name__ == "__main__":

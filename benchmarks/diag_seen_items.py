@@ -15,10 +15,9 @@ import argparse
 from pathlib import Path
 
 import torch
-from benchlib import command_record, load_average, machine_record
+from benchlib import load_average, write_result
 
 from mbrec.eval.seen import seen_breakdown
-from mbrec.train.checkpoint import atomic_write_json
 from mbrec.train.runner import load_trained
 
 ROOT = Path(__file__).resolve().parent
@@ -44,11 +43,8 @@ def main(argv: list[str] | None = None) -> dict:
         u = out["unseen"]
         print(f"{path}: HR@{args.k} {out['hit']:.4f}; {parts}; unseen: share {u['share']:.3f} hit {u['hit']:.4f} "
               f"top {u['top_slots']:.2f}", flush=True)
-    record = {"benchmark": "test items against the users' auxiliary histories", "command": command_record(),
-              "machine": machine_record(load_before), "k": args.k, "runs": rows}
-    atomic_write_json(Path(args.out), record)
-    print(f"wrote {args.out}")
-    return record
+    return write_result(args.out, "test items against the users' auxiliary histories", load_before, k=args.k,
+                        runs=rows)
 
 
 if __name__ == "__main__":
