@@ -65,6 +65,14 @@ _PROJECTING = {"mbssl", "A", "C"}
 _SCALING = {"mbssl", "B", "C"}
 
 
+def _accumulate(p: torch.nn.Parameter, grad: torch.Tensor) -> None:
+    """``p.grad += grad`` (``p.grad = grad`` when it has none yet)."""
+    if p.grad is None:
+        p.grad = grad
+    else:
+        p.grad.add_(grad)
+
+
 def _combine_flat(target: torch.Tensor, aux: torch.Tensor, target_norm: torch.Tensor,
                   aux_norms: torch.Tensor, strategy: str, relax: float) -> torch.Tensor:
     """``target [n]``, ``aux [K, n]``, ``target_norm []``, ``aux_norms [K]`` -> combined ``[n]``."""
@@ -208,10 +216,7 @@ class HMG:
                 combined = combined.view_as(p)
                 if reg_grads[j] is not None:
                     combined = combined + reg_grads[j]
-                if p.grad is None:
-                    p.grad = combined
-                else:
-                    p.grad.add_(combined)
+                _accumulate(p, combined)
 
     def _apply_global(self, task_grads: list[list[torch.Tensor | None]], reg_grads: list[torch.Tensor | None],
                       params: list[torch.nn.Parameter], rows: torch.Tensor) -> None:
@@ -229,12 +234,8 @@ class HMG:
             grad = pieces[j].view_as(p) if j in pieces else None
             if reg_grads[j] is not None:
                 grad = reg_grads[j] if grad is None else grad + reg_grads[j]
-            if grad is None:
-                continue
-            if p.grad is None:
-                p.grad = grad
-            else:
-                p.grad.add_(grad)
+            if grad is not None:
+                _accumulate(p, grad)
 
     def _update(self, j: int, rows: torch.Tensor, raw_norms: torch.Tensor) -> torch.Tensor:
         """EMA step of tensor ``j``'s moving norms for the tasks ``rows``; returns the new ``[1+K]``."""
