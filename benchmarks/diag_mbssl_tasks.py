@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from benchlib import load_average, write_result
 
 from mbrec.data.samplers import Batch
+from mbrec.models.base import loss_role
 from mbrec.train.checkpoint import load_checkpoint
-from mbrec.train.hmg import _combine_flat, loss_role
+from mbrec.train.hmg import combine_gradients
 from mbrec.train.runner import build_for_run, load_trained
 
 ROOT = Path(__file__).resolve().parent
@@ -82,7 +83,7 @@ def task_gradients(model, combiner_state: dict | None, users: np.ndarray, relax:
             norms = beta * stored + (1.0 - beta) * raw
         else:
             norms = raw
-        hmg = _combine_flat(flat[0], flat[1:], norms[0], norms[1:], "mbssl", relax)
+        hmg = combine_gradients(flat[0], list(flat[1:]), norms[0], norms[1:], "mbssl", relax)
         summed = flat.sum(0)
         g0n = float(raw[0])
         rows.append({
