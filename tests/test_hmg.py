@@ -174,6 +174,46 @@ def test_global_scope_applies_the_rule_to_all_parameters_at_once():
         HMG(scope="layer")
 
 
+def test_algorithm1_projection_always_removes_an_aligned_component_too():
+    # g0 = (3, 4), g = (30, 0): <g, g0> = 90 > 0, no conflict; n̄t = 3 > n̄0 = 0.5 so the rule is active
+    scale = R * 0.5 / 3.0 + (1 - R)
+    out = combine_gradients(t(3, 4), [t(30, 0)], 0.5, [3.0], "mbssl", R)
+    torch.testing.assert_close(out, t(3, 4) + scale * t(30, 0))            # released: scaled, not projected
+    out = combine_gradients(t(3, 4), [t(30, 0)], 0.5, [3.0], "mbssl", R, projection="always")
+    torch.testing.assert_close(out, t(3, 4) + scale * t(19.2, -14.4))      # (30, 0) - 90/25 (3, 4)
+    # the gate still holds: a smaller aux gradient is not projected either way
+    out = combine_gradients(t(3, 4), [t(1, 0)], 5.0, [1.0], "mbssl", R, projection="always")
+    torch.testing.assert_close(out, t(4, 4))
+
+
+def test_algorithm1_scale_norm_uses_the_projected_gradient():
+    # g = (-30, 0) projects to (-19.2, 14.4), norm 24 (raw moving norm 3 is ignored)
+    out = combine_gradients(t(3, 4), [t(-30, 0)], 0.5, [3.0], "mbssl", R, scale_norm="projected")
+    torch.testing.assert_close(out, t(3, 4) + (R * 0.5 / 24 + 1 - R) * t(-19.2, 14.4))
+    out = combine_gradients(t(3, 4), [t(-30, 0)], 0.5, [3.0], "mbssl", 1.0, scale_norm="projected")
+    assert float(torch.linalg.vector_norm(out - t(3, 4))) == pytest.approx(0.5)   # r = 1: exactly n̄0
+    with pytest.raises(ValueError, match="projection"):
+        combine_gradients(t(3, 4), [t(1, 0)], 1.0, [1.0], "mbssl", R, projection="sometimes")
+    with pytest.raises(ValueError, match="scale_norm"):
+        HMG(scale_norm="moving")
+
+
+def test_algorithm1_word_for_word_through_the_config():
+    """global scope, beta 0, projection always, projected norm: Algorithm 1 lines 2-10 on one θ."""
+    cfg = TrainConfig(hmg=HMGConfig(strategy="mbssl", relax=R, beta=0.0, scope="global", projection="always",
+                                    scale_norm="projected"))
+    hmg = make_combiner(cfg.hmg)
+    p, q = (nn.Parameter(torch.zeros(2, dtype=torch.float64)) for _ in range(2))
+    hmg.backward({"rec": linear(t(3, 4), p), "aux/a": linear(t(30, 0), p) + linear(t(0, 10), q),
+                  "aux/b": linear(t(1, 1), q)}, [p, q])
+    g0, ga, gb = t(3, 4, 0, 0), t(30, 0, 0, 10), t(0, 0, 1, 1)
+    # ‖ga‖ = √1000 > ‖g0‖ = 5: project (aligned, <ga, g0> = 90) then scale by the projected norm
+    pa = ga - 90 / 25 * g0
+    pa = (R * 5 / float(torch.linalg.vector_norm(pa)) + 1 - R) * pa
+    expected = g0 + pa + gb                                                # ‖gb‖ = √2 < 5: unchanged
+    torch.testing.assert_close(torch.cat([p.grad, q.grad]), expected)
+
+
 def test_reg_losses_are_added_unchanged_and_do_not_enter_the_norms():
     p = nn.Parameter(torch.zeros(2, dtype=torch.float64))
     def tasks() -> dict[str, torch.Tensor]:

@@ -168,7 +168,9 @@ class HMGConfig:
     """Gradient manipulation (MBSSL's HMG) settings; ``strategy: none`` sums the losses.
 
     ``scope``: ``tensor`` = every parameter tensor on its own (released code), ``global`` = one θ (the paper's
-    Algorithm 1); ``beta: 0`` = current instead of moving norms (the paper's Eq. 14).
+    Algorithm 1); ``beta: 0`` = current instead of moving norms (the paper's Eq. 14); ``projection``:
+    ``conflict`` (released code) or ``always`` (Algorithm 1 line 6); ``scale_norm``: ``raw`` (released code) or
+    ``projected`` (Algorithm 1 line 7: the norm after the projection). :mod:`mbrec.train.hmg` has the equations.
 
     ``task_threads``: how many per-task backwards run at once, each on one intra-op thread (CPU only;
     ``null`` = torch's thread count, 1 = one after the other with every thread). Same gradients either way.
@@ -179,6 +181,8 @@ class HMGConfig:
     beta: float = 0.9
     task_threads: int | None = None
     scope: Literal["tensor", "global"] = "tensor"
+    projection: Literal["conflict", "always"] = "conflict"
+    scale_norm: Literal["raw", "projected"] = "raw"
 
 
 @dataclass

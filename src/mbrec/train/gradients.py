@@ -35,4 +35,4 @@ def make_combiner(cfg: HMGConfig):
     from mbrec.train.hmg import HMG
 
     return HMG(strategy=cfg.strategy, relax=cfg.relax, beta=cfg.beta, task_threads=cfg.task_threads,
-               scope=cfg.scope)
+               scope=cfg.scope, projection=cfg.projection, scale_norm=cfg.scale_norm)

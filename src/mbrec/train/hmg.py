@@ -36,6 +36,18 @@ moving norm per task; the projection and the scale then use the norms and inner 
 The scale uses the moving norms (:math:`\bar n_t` of the raw, unprojected gradients). Edge cases:
 :math:`g_0 = 0` admits no projection; :math:`\bar n_t = 0` gets no scaling (its gradient is 0 anyway).
 
+Two more switches follow Algorithm 1 as printed where the released code does the text of §3.3:
+
+* ``projection``: ``conflict`` (released code, the text: only when :math:`\langle g_t, g_0\rangle < 0`) or
+  ``always`` (Algorithm 1 line 6: every active auxiliary gradient is projected onto the normal plane of
+  :math:`g_0`, its aligned component removed too).
+* ``scale_norm``: ``raw`` (released code: :math:`\bar n_t`, the moving norm of the unprojected gradient) or
+  ``projected`` (Algorithm 1 line 7: :math:`\lVert g_t \rVert` after the projection, this step's value), so
+  with :math:`r = 1` the manipulated gradient's norm is exactly :math:`\bar n_0`.
+
+``scope: global``, ``beta: 0``, ``projection: always`` and ``scale_norm: projected`` is Algorithm 1 word for word
+(with Adam instead of its plain SGD step).
+
 Tensor shapes: per parameter tensor with ``n`` entries, the task gradients are stacked as ``[1+K, n]``;
 norms, dot products, gates and scales are ``[K]`` tensors (no per-scalar Python loops, no host syncs).
 
@@ -61,6 +73,8 @@ from mbrec.models.base import loss_role
 Strategy = Literal["mbssl", "A", "B", "C"]
 STRATEGIES: tuple[str, ...] = ("mbssl", "A", "B", "C")
 Scope = Literal["tensor", "global"]
+Projection = Literal["conflict", "always"]
+ScaleNorm = Literal["raw", "projected"]
 _PROJECTING = {"mbssl", "A", "C"}
 _SCALING = {"mbssl", "B", "C"}
 
@@ -74,7 +88,8 @@ def _accumulate(p: torch.nn.Parameter, grad: torch.Tensor) -> None:
 
 
 def _combine_flat(target: torch.Tensor, aux: torch.Tensor, target_norm: torch.Tensor,
-                  aux_norms: torch.Tensor, strategy: str, relax: float) -> torch.Tensor:
+                  aux_norms: torch.Tensor, strategy: str, relax: float, projection: str = "conflict",
+                  scale_norm: str = "raw") -> torch.Tensor:
     """``target [n]``, ``aux [K, n]``, ``target_norm []``, ``aux_norms [K]`` -> combined ``[n]``."""
     if strategy == "mbssl":
         active = aux_norms > target_norm
@@ -84,10 +99,14 @@ def _combine_flat(target: torch.Tensor, aux: torch.Tensor, target_norm: torch.Te
         dots = aux @ target                                                  # [K]
         target_sq = target.dot(target)
         has_target = target_sq > 0
-        project = active & (dots < 0) & has_target
+        project = active & has_target
+        if projection == "conflict":
+            project = project & (dots < 0)
         coef = torch.where(project, dots / torch.where(has_target, target_sq, 1.0), 0.0)
         aux = aux - coef.unsqueeze(1) * target
     if strategy in _SCALING:
+        if scale_norm == "projected":
+            aux_norms = torch.linalg.vector_norm(aux, dim=1)                # this step's, after projection
         positive = aux_norms > 0
         ratio = target_norm / torch.where(positive, aux_norms, 1.0)
         factor = torch.where(active & positive, relax * ratio + (1.0 - relax), 1.0)
@@ -97,7 +116,8 @@ def _combine_flat(target: torch.Tensor, aux: torch.Tensor, target_norm: torch.Te
 
 def combine_gradients(g0: torch.Tensor, aux: list[torch.Tensor], target_norm: float | torch.Tensor,
                       aux_norms: Sequence[float] | torch.Tensor, strategy: str,
-                      relax: float) -> torch.Tensor:
+                      relax: float, projection: Projection = "conflict",
+                      scale_norm: ScaleNorm = "raw") -> torch.Tensor:
     r"""HMG for one parameter tensor: :math:`g_0 + \sum_t \mathrm{manipulated}(g_t)` (module docstring).
 
     Args:
@@ -107,12 +127,13 @@ def combine_gradients(g0: torch.Tensor, aux: list[torch.Tensor], target_norm: fl
         aux_norms: K moving norms :math:`\bar n_t`.
         strategy: ``mbssl``, ``A``, ``B`` or ``C``.
         relax: r.
+        projection: ``conflict`` (released code) or ``always`` (Algorithm 1 line 6).
+        scale_norm: ``raw`` (moving norms, released code) or ``projected`` (Algorithm 1 line 7).
 
     Returns:
         The combined gradient, shape ``S`` (regularisers not included).
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown HMG strategy {strategy!r} (use {', '.join(STRATEGIES)})")
+    _check_rule(strategy, projection, scale_norm)
     if len(aux) == 0:
         return g0.clone()
     target = g0.reshape(-1)
@@ -121,7 +142,16 @@ def combine_gradients(g0: torch.Tensor, aux: list[torch.Tensor], target_norm: fl
     nt = torch.as_tensor(aux_norms, dtype=target.dtype, device=target.device).reshape(-1)
     if nt.numel() != stacked.shape[0]:
         raise ValueError(f"{stacked.shape[0]} auxiliary gradients but {nt.numel()} moving norms")
-    return _combine_flat(target, stacked, n0, nt, strategy, relax).view_as(g0)
+    return _combine_flat(target, stacked, n0, nt, strategy, relax, projection, scale_norm).view_as(g0)
+
+
+def _check_rule(strategy: str, projection: str, scale_norm: str) -> None:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown HMG strategy {strategy!r} (use {', '.join(STRATEGIES)})")
+    if projection not in ("conflict", "always"):
+        raise ValueError(f"unknown HMG projection {projection!r} (conflict, always)")
+    if scale_norm not in ("raw", "projected"):
+        raise ValueError(f"unknown HMG scale_norm {scale_norm!r} (raw, projected)")
 
 
 class HMG:
@@ -134,6 +164,8 @@ class HMG:
         task_threads: per-task backwards run at once on CPU (module docstring); ``None`` = torch's
             thread count at each call, 1 = sequential (every intra-op thread on one backward at a time).
         scope: ``tensor`` (released code) or ``global`` (paper: one θ; module docstring).
+        projection: ``conflict`` (released code) or ``always`` (Algorithm 1 line 6).
+        scale_norm: ``raw`` (released code) or ``projected`` (Algorithm 1 line 7).
 
     State (``state_dict``): the auxiliary task names in first-seen order and, per parameter tensor (one
     for ``global``), a ``[1 + K]`` tensor of moving norms (row 0 = target, row ``1 + j`` = ``aux_names[j]``).
@@ -141,9 +173,9 @@ class HMG:
     """
 
     def __init__(self, strategy: Strategy = "mbssl", relax: float = 0.7, beta: float = 0.9,
-                 task_threads: int | None = None, scope: Scope = "tensor") -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown HMG strategy {strategy!r} (use {', '.join(STRATEGIES)})")
+                 task_threads: int | None = None, scope: Scope = "tensor", projection: Projection = "conflict",
+                 scale_norm: ScaleNorm = "raw") -> None:
+        _check_rule(strategy, projection, scale_norm)
         if scope not in ("tensor", "global"):
             raise ValueError(f"unknown HMG scope {scope!r} (tensor, global)")
         if not 0.0 <= relax <= 1.0:
@@ -155,6 +187,8 @@ class HMG:
         self.task_threads = task_threads
         self.scope = scope
         self.strategy = strategy
+        self.projection = projection
+        self.scale_norm = scale_norm
         self.relax = float(relax)
         self.beta = float(beta)
         self.aux_names: list[str] = []
@@ -212,7 +246,8 @@ class HMG:
                     continue
                 flat = torch.stack([p.new_zeros(p.numel()) if g is None else g.reshape(-1) for g in per_task])
                 norms = self._update(j, rows, torch.linalg.vector_norm(flat, dim=1))
-                combined = _combine_flat(flat[0], flat[1:], norms[0], norms[1:], self.strategy, self.relax)
+                combined = _combine_flat(flat[0], flat[1:], norms[0], norms[1:], self.strategy, self.relax,
+                                         self.projection, self.scale_norm)
                 combined = combined.view_as(p)
                 if reg_grads[j] is not None:
                     combined = combined + reg_grads[j]
@@ -226,7 +261,8 @@ class HMG:
             flat = torch.cat([torch.stack([params[j].new_zeros(params[j].numel()) if g[j] is None
                                            else g[j].reshape(-1) for g in task_grads]) for j in reached], dim=1)
             norms = self._update(0, rows, torch.linalg.vector_norm(flat, dim=1))
-            combined = _combine_flat(flat[0], flat[1:], norms[0], norms[1:], self.strategy, self.relax)
+            combined = _combine_flat(flat[0], flat[1:], norms[0], norms[1:], self.strategy, self.relax,
+                                     self.projection, self.scale_norm)
             pieces = dict(zip(reached, combined.split([params[j].numel() for j in reached]), strict=True))
         else:
             pieces = {}
