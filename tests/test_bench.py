@@ -120,6 +120,22 @@ def test_all_cells_run_once_and_are_then_skipped(finished, monkeypatch):
     record["config"]["train"]["hmg"].pop("task_threads")
     record_path.write_text(json.dumps(record))
     assert cell_status(threaded[0])[0] == "done"
+    # nor is one written before a computing setting existed whose default keeps the old behaviour
+    for key in ("projection", "scale_norm", "scope"):
+        record["config"]["train"]["hmg"].pop(key)
+    record_path.write_text(json.dumps(record))
+    assert cell_status(threaded[0])[0] == "done"
+    # but a record with that setting at another value, or with a key today's config does not know, is another cell
+    record["config"]["train"]["hmg"]["projection"] = "always"
+    record_path.write_text(json.dumps(record))
+    assert cell_status(threaded[0])[0] != "done"        # (it resumes from the run folder's checkpoint)
+    record["config"]["train"]["hmg"].pop("projection")
+    record["config"]["train"]["hmg"]["renamed_switch"] = 1
+    record_path.write_text(json.dumps(record))
+    assert cell_status(threaded[0])[0] != "done"
+    record["config"]["train"]["hmg"].pop("renamed_switch")
+    record_path.write_text(json.dumps(record))
+    assert cell_status(threaded[0])[0] == "done"
     shorter = expand_grid(grid, only=["MF"], extra_set=["train.epochs=1"])
     assert [(c.config.train.epochs, cell_status(c)[0]) for c in shorter] == [(1, "run"), (1, "run")]
 

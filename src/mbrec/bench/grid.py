@@ -40,7 +40,9 @@ Status of a cell:
 
 Configs are compared as plain data, ignoring ``train.progress`` (display only), ``train.threads`` and
 ``train.hmg.task_threads`` (how many CPU threads run it), ``train.device`` and ``train.monitor_every`` (extra
-evaluations outside model selection): none of them changes what a cell computes.
+evaluations outside model selection): none of them changes what a cell computes. A setting missing from an
+older record or checkpoint counts as its default (:func:`comparable_config`), so adding a switch whose default
+keeps the old behaviour does not turn finished cells into new ones.
 """
 
 from __future__ import annotations
@@ -231,10 +233,16 @@ SCHEDULING_KEYS = ("train.progress", "train.threads", "train.monitor_every", "tr
 
 
 def comparable_config(config: dict) -> dict:
-    """A run config as plain JSON data without the :data:`SCHEDULING_KEYS` (they change how a run is shown,
-    scheduled, watched and where it runs, not what it computes; a cell parked on a CPU machine resumes on a
-    GPU one). Records and checkpoints written before a scheduling key existed therefore still match."""
-    data = json.loads(json.dumps(config))
+    """A run config as plain JSON data, normalised so that equal computations compare equal:
+
+    * the :data:`SCHEDULING_KEYS` are dropped (they change how a run is shown, scheduled, watched and where it
+      runs, not what it computes; a cell parked on a CPU machine resumes on a GPU one);
+    * a config written before a setting existed gets that setting's default: the config goes through
+      :class:`RunConfig` and its ``params`` through the model's ``Config`` and back. A new switch whose default
+      keeps the old behaviour (e.g. ``train.hmg.projection``) thus leaves older records and checkpoints
+      matching. A config that no longer parses (a removed or renamed key) is compared as it is, so it matches
+      nothing of today's and its cell runs again."""
+    data = _with_defaults(json.loads(json.dumps(config)))
     for dotted in SCHEDULING_KEYS:
         *parents, key = dotted.split(".")
         node = data
@@ -243,6 +251,17 @@ def comparable_config(config: dict) -> dict:
         if isinstance(node, dict):
             node.pop(key, None)
     return data
+
+
+def _with_defaults(data: dict) -> dict:
+    """``data`` parsed into :class:`RunConfig` (and its model's params config) and back; unchanged if it fails."""
+    try:
+        cfg = from_dict(RunConfig, data)
+        full = to_dict(cfg)
+        full["params"] = to_dict(from_dict(model_class(cfg.model).Config, cfg.params, "params"))
+    except (ConfigError, KeyError, TypeError, ValueError):
+        return data
+    return full
 
 
 def cell_status(cell: Cell, check_lock: bool = True) -> tuple[str, str]:
