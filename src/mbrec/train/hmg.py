@@ -64,14 +64,14 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 from mbrec.models.base import loss_role
 
 Strategy = Literal["mbssl", "A", "B", "C"]
-STRATEGIES: tuple[str, ...] = ("mbssl", "A", "B", "C")
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 Scope = Literal["tensor", "global"]
 Projection = Literal["conflict", "always"]
 ScaleNorm = Literal["raw", "projected"]
@@ -145,13 +145,12 @@ def combine_gradients(g0: torch.Tensor, aux: list[torch.Tensor], target_norm: fl
     return _combine_flat(target, stacked, n0, nt, strategy, relax, projection, scale_norm).view_as(g0)
 
 
-def _check_rule(strategy: str, projection: str, scale_norm: str) -> None:
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown HMG strategy {strategy!r} (use {', '.join(STRATEGIES)})")
-    if projection not in ("conflict", "always"):
-        raise ValueError(f"unknown HMG projection {projection!r} (conflict, always)")
-    if scale_norm not in ("raw", "projected"):
-        raise ValueError(f"unknown HMG scale_norm {scale_norm!r} (raw, projected)")
+def _check_rule(strategy: str, projection: str, scale_norm: str, scope: str = "tensor") -> None:
+    """ValueError naming the first setting whose value is not one of its ``Literal`` choices."""
+    for name, value, kind in (("strategy", strategy, Strategy), ("projection", projection, Projection),
+                              ("scale_norm", scale_norm, ScaleNorm), ("scope", scope, Scope)):
+        if value not in get_args(kind):
+            raise ValueError(f"unknown HMG {name} {value!r} (use {', '.join(get_args(kind))})")
 
 
 class HMG:
@@ -175,9 +174,7 @@ class HMG:
     def __init__(self, strategy: Strategy = "mbssl", relax: float = 0.7, beta: float = 0.9,
                  task_threads: int | None = None, scope: Scope = "tensor", projection: Projection = "conflict",
                  scale_norm: ScaleNorm = "raw") -> None:
-        _check_rule(strategy, projection, scale_norm)
-        if scope not in ("tensor", "global"):
-            raise ValueError(f"unknown HMG scope {scope!r} (tensor, global)")
+        _check_rule(strategy, projection, scale_norm, scope)
         if not 0.0 <= relax <= 1.0:
             raise ValueError(f"HMG relax must lie in [0, 1], got {relax}")
         if not 0.0 <= beta < 1.0:
