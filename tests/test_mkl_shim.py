@@ -50,11 +50,14 @@ def test_shim_is_reported_and_changes_no_result(tmp_path):
             assert s == pytest.approx(p, rel=1e-4, abs=1e-4)
 
 
-def test_hint_only_for_amd_cpus_with_avx2():
+def test_hint_only_for_amd_cpus_with_avx2(monkeypatch):
     from mbrec.train import mkl_shim as runner
 
+    monkeypatch.setattr(runner, "mkl_shim_loaded", lambda: False)   # the tests may run with the shim preloaded
     amd = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 fma\n"
     assert runner.mkl_shim_hint("vendor_id\t: GenuineIntel\nflags\t\t: fpu avx2\n") is None
     assert runner.mkl_shim_hint("vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2\n") is None
     hint = runner.mkl_shim_hint(amd)
     assert hint is not None and "scripts/mkl_amd_shim.sh" in hint and "\n" not in hint
+    monkeypatch.setattr(runner, "mkl_shim_loaded", lambda: True)
+    assert runner.mkl_shim_hint(amd) is None                              # nothing to suggest once it is loaded
