@@ -420,7 +420,7 @@ def test_shipped_grid_files_are_valid(monkeypatch):
         assert set(grid.proposed_labels) == {"COPF", "MBSSL"} | valid_rows
         assert {c.label for c in expand_grid(grid) if c.config and c.config.data.validation == "holdout"} == valid_rows
     copf = expand_grid(load_grid(REPO / "benchmarks/grids/copf_taobao.yaml"))
-    assert len(copf) == 48 and all(c.config.model == "copf" for c in copf)
+    assert len(copf) == 54 and all(c.config.model == "copf" for c in copf)
     # the Table 3 ablations run 120 of the 200 epochs (a stated CPU budget), every other row all 200
     assert {c.label: c.config.train.epochs for c in copf if c.config.train.epochs != 200} == {
         label: 120 for label in ("wo-COGCN", "wo-DFME", "wo-con", "wo-fit")}
@@ -428,10 +428,12 @@ def test_shipped_grid_files_are_valid(monkeypatch):
                 for c in copf}
     assert switches["COPF"] == (None, "official", 0.1) and switches["COPF-sg-paper"][1] == "paper"
     assert switches["COPF-tau0.2"][2] == 0.2 and switches["wo-con"][0] == "wo_con"
+    assert switches["COPF-L411-tau0.2"][2] == 0.2 and switches["COPF-L411-tau0.3"][2] == 0.3
     layers = {c.label: c.config.params["cogcn_layers"] for c in copf}
     assert layers["COPF"] == [1, 1, 1] and layers["COPF-L2"] == [2, 2, 2] and layers["COPF-L3"] == [3, 3, 3]
     assert layers["COPF-L411"] == [4, 1, 1] and layers["COPF-L411-sg-paper"] == [4, 1, 1]
     assert layers["COPF-L411-valid"] == [4, 1, 1]             # the final configuration, validation-selected too
+    assert layers["COPF-L411-tau0.2"] == layers["COPF-L411-tau0.3"] == [4, 1, 1]
     scales = {c.label: c.config.params.get("fit_scale", 0.1) for c in copf}
     assert scales["COPF-L411-fit1"] == 1.0 and layers["COPF-L411-fit1"] == [4, 1, 1] and scales["COPF-L411"] == 0.1
     weights = {c.label: c.config.params["bpr_weights"] for c in copf}
