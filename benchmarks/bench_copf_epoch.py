@@ -7,13 +7,15 @@ epochs in a fresh process, ``--rounds`` times. With ``--compare NAME=VALUE`` eve
 setting through the whole trainer. The trainer's own clock gives the training seconds
 (``history[].seconds``, evaluations excluded); the epoch time is ``(seconds after the last epoch - seconds
 after the first) / (epochs - 1)``, so the first epoch's warm-up is left out. Each process's minor page
-faults are recorded.
+faults are recorded. ``--device`` (default ``auto``: CUDA when available) is passed on as ``train.device``, and
+the record names it (``device``: the GPU, or the CPU model).
 
 Whole-run estimate for the config's ``train.epochs`` (200): ``epochs x median epoch time + evaluations x one
 evaluation``, with the evaluation count of the config's schedule (COPF: after epoch 1, every 3rd epoch from
 94 on, and the last: 38) and one full-ranking evaluation timed in this process (median of 2).
 
     LD_PRELOAD=$PWD/build/libmkl_amd_shim.so python benchmarks/bench_copf_epoch.py --threads 2 --epochs 4 --rounds 2
+    python benchmarks/bench_copf_epoch.py --device cuda --threads 4 --epochs 4 --rounds 1   # on a GPU machine
 """
 
 from __future__ import annotations
@@ -37,19 +39,22 @@ from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.eval import evaluate
 from mbrec.models import build_model
 from mbrec.train.checkpoint import atomic_write_json
+from mbrec.train.runner import describe_device
 from mbrec.train.schedule import is_eval_epoch
+from mbrec.train.seeding import resolve_device
 
 ROOT = Path(__file__).resolve().parent
 CONFIG = REPO / "configs" / "copf_taobao.yaml"
 
 
 def train_run(setting: str, extra_env: dict[str, str], threads: int, epochs: int, overrides: list[str],
-              out_dir: Path) -> dict:
+              out_dir: Path, device: torch.device) -> dict:
     """One ``mbrec train`` process (environment plus ``extra_env``): its epoch time, training seconds, faults."""
     env = dict(os.environ, **extra_env)
     name = f"{setting}-{time.monotonic_ns()}"
     cmd = [sys.executable, "-m", "mbrec", "train", "--config", str(CONFIG),
            "--set", f"train.epochs={epochs}", "--set", f"train.threads={threads}", "--set", "train.progress=false",
+           "--set", f"train.device={device}",
            "--output-dir", str(out_dir), "--name", name]
     for item in overrides:
         cmd += ["--set", item]
@@ -65,14 +70,14 @@ def train_run(setting: str, extra_env: dict[str, str], threads: int, epochs: int
     return {"setting": setting, "epoch_s": epoch_s, "training_s": last["seconds"], "page_faults": faults}
 
 
-def evaluation_seconds(cfg: RunConfig, ds: MultiBehaviorDataset, threads: int) -> float:
-    """Median wall time of two full-ranking evaluations of the (untrained) model."""
+def evaluation_seconds(cfg: RunConfig, ds: MultiBehaviorDataset, threads: int, device: torch.device) -> float:
+    """Median wall time of two full-ranking evaluations of the (untrained) model on ``device``."""
     torch.set_num_threads(threads)
-    model = build_model("copf", ds, cfg.params).eval()
+    model = build_model("copf", ds, cfg.params, device=device).eval()
     times = []
     for _ in range(2):
         start = time.perf_counter()
-        evaluate(model, ds, ks=cfg.train.ks)
+        evaluate(model, ds, ks=cfg.train.ks, device=device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -85,10 +90,12 @@ def main() -> dict:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run (repeatable)")
     parser.add_argument("--compare", metavar="NAME=VALUE", help="environment setting of a second arm")
+    parser.add_argument("--device", default="auto", help="train.device of the runs: auto, cpu, cuda")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_copf_epoch.json"))
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error("--epochs must be at least 2")
+    device = resolve_device(args.device)
     settings = {"base": {}}
     if args.compare:
         name, sep, value = args.compare.partition("=")
@@ -102,8 +109,9 @@ def main() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
             for setting, extra_env in settings.items():
-                runs.append(train_run(setting, extra_env, args.threads, args.epochs, args.overrides, Path(tmp)))
-    eval_s = evaluation_seconds(cfg, ds, args.threads)
+                runs.append(train_run(setting, extra_env, args.threads, args.epochs, args.overrides, Path(tmp),
+                                      device))
+    eval_s = evaluation_seconds(cfg, ds, args.threads, device)
     n_evals = sum(is_eval_epoch(cfg.train, e) for e in range(cfg.train.epochs))
     summary = {}
     for setting in settings:
@@ -119,7 +127,7 @@ def main() -> dict:
         print(f"base / compare ({args.compare}) epoch time: {ratio:.3f}x (> 1: the setting is faster)")
     record = {
         "benchmark": "COPF Taobao epochs through mbrec train and the whole-run estimate",
-        "command": command_record(), "machine": machine_record(load_before),
+        "command": command_record(), "machine": machine_record(load_before), "device": describe_device(device),
         "config": "configs/copf_taobao.yaml", "overrides": args.overrides, "epochs_per_run": args.epochs,
         "compare": args.compare, "runs": runs, "evaluation_s": eval_s, "evaluations_per_run": n_evals,
         "summary": summary, "ratio_base_over_compare": ratio,

@@ -93,6 +93,27 @@ def test_dfme_trains_the_backbones_tables(ds, backbone):
     assert scores.shape == (4, ds.n_items) and torch.isfinite(scores).all()
 
 
+@pytest.mark.parametrize("backbone_reg", [0.0, 0.25])
+def test_backbone_reg_weighs_the_backbone_apart(ds, backbone_reg):
+    """μ_b Σ‖backbone‖² + μ Σ‖head W‖²; with μ_b = 0 no L2 gradient reaches the backbone, the head's stays."""
+    torch.manual_seed(2)
+    params = {"dim": 8, "backbone": "crgcn", "backbone_params": BACKBONES["crgcn"], "reg": 0.01}
+    model = build_model("dfme", ds, {**params, "backbone_reg": backbone_reg})
+    head_weights = [model.head.gate_weight, *model.head.layer_weights]
+    backbone = list(model.backbone.parameters())
+    l2 = model.losses(first_batch(model, ds))["reg/l2"]
+    want = 0.01 * sum(w.pow(2).sum() for w in head_weights) + backbone_reg * sum(w.pow(2).sum() for w in backbone)
+    torch.testing.assert_close(l2, want)
+    backbone_grads = grads(l2, backbone)
+    if backbone_reg == 0:
+        assert all(g.abs().sum() == 0 for g in backbone_grads)
+    else:
+        torch.testing.assert_close(backbone_grads[0], 2 * backbone_reg * backbone[0].detach())
+    torch.testing.assert_close(grads(l2, [model.head.gate_weight])[0], 0.02 * model.head.gate_weight.detach())
+    with pytest.raises(ConfigError, match="params.backbone_reg must be >= 0"):
+        build_model("dfme", ds, {**params, "backbone_reg": -1.0})
+
+
 def test_backbone_choice_is_validated(ds):
     assert set(BACKBONES) <= set(backbones_with_tables())
     assert not {"mf", "copf", "dfme", "lightgcn_m_dfme"} & set(backbones_with_tables())

@@ -262,9 +262,13 @@ class MultiTaskModel(Recommender):
             target = batch.triples[self.behaviors[-1]]
             cl = contrastive_losses(tables, target.users, target.positives, c.tau, c.cl_mode, c.cl_weight)
             out.update({f"aux/cl/{name}": loss for name, loss in zip(self.behaviors[:-1], cl, strict=True)})
-        regularized = [*self.encoder_weights(), *self.head.regularized()]
-        out["reg/l2"] = c.reg * sum(w.pow(2).sum() for w in regularized)
+        out["reg/l2"] = self.l2_term()
         return out
+
+    def l2_term(self) -> torch.Tensor:
+        """``reg/l2`` = μ (Σ‖encoder weight‖² + Σ‖head W‖²), full tables (scalar tensor)."""
+        regularized = [*self.encoder_weights(), *self.head.regularized()]
+        return self.config.reg * sum(w.pow(2).sum() for w in regularized)
 
     @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:

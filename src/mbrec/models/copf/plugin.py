@@ -10,8 +10,11 @@ between the target's and each auxiliary behavior's tables, and
            + \sum_l \lVert W_l\rVert^2\Big)
 
 over **every** backbone parameter (COPF regularises its whole encoder, which is its two ego tables)
-[D]. The backbone's own losses, sampler and scorer are not used; its constructor runs as usual (an
-MB-CGCN warm start included). Scoring: DFME's target task on the backbone's tables, exactly.
+[D]. ``backbone_reg`` weighs the backbone's part apart,
+:math:`\mu_b \sum_{P} \lVert P\rVert^2 + \mu(\lVert W_g\rVert^2 + \sum_l \lVert W_l\rVert^2)`; unset,
+:math:`\mu_b = \mu`, and ``backbone_reg = 0`` leaves the backbone (an MB-CGCN warm start, say) out of the L2
+term. The backbone's own losses, sampler and scorer are not used; its constructor runs as usual (an MB-CGCN
+warm start included). Scoring: DFME's target task on the backbone's tables, exactly.
 
 Backbones with tables: ``lightgcn_m`` (one table pair for every behavior; ``dfme`` on it is the
 ``lightgcn_m_dfme`` model), ``crgcn`` (cascade outputs), ``mbcgcn`` (block outputs), ``pkef`` (cascade
@@ -24,6 +27,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from mbrec.config import ConfigError, from_dict
@@ -58,11 +62,13 @@ class DFMEPluginConfig(TaskConfig):
     """DFME/COPF settings (:class:`~mbrec.models.copf.model.TaskConfig`) plus the backbone.
 
     ``backbone``: a registered model name; ``backbone_params``: its ``params`` (``dim`` defaults to
-    this config's ``dim`` and must equal it).
+    this config's ``dim`` and must equal it); ``backbone_reg``: μ of the backbone's parameters in the
+    L2 term (None: ``reg``, as the head's weights).
     """
 
     backbone: str = "lightgcn_m"
     backbone_params: dict[str, Any] = field(default_factory=dict)
+    backbone_reg: float | None = None
 
     def backbone_config(self) -> Any:
         """The backbone's validated ``Config`` (``dim`` filled in)."""
@@ -74,6 +80,8 @@ class DFMEPluginConfig(TaskConfig):
         return config
 
     def validate(self) -> None:
+        if self.backbone_reg is not None and self.backbone_reg < 0:
+            raise ConfigError(f"params.backbone_reg must be >= 0, got {self.backbone_reg}")
         self.backbone_config()
 
 
@@ -103,6 +111,15 @@ class DFMEOnBackbone(MultiTaskModel):
 
     def encoder_weights(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())
+
+    def l2_term(self) -> torch.Tensor:
+        """μ_b Σ‖backbone parameter‖² + μ Σ‖head W‖² (module docstring; μ_b = ``backbone_reg``, else μ)."""
+        c = self.config
+        head = c.reg * sum(w.pow(2).sum() for w in self.head.regularized())
+        backbone_reg = c.reg if c.backbone_reg is None else c.backbone_reg
+        if backbone_reg == 0:
+            return head
+        return head + backbone_reg * sum(w.pow(2).sum() for w in self.encoder_weights())
 
     def reset_parameters(self) -> None:
         self.backbone.reset_parameters()
