@@ -48,6 +48,11 @@ def _pair(cfg, dataset):
     return cpu.eval(), other.eval()
 
 
+def _atol(reference: torch.Tensor, fraction: float) -> float:
+    """An absolute tolerance that scales with the tensor (float32 sums run in another order on the device)."""
+    return fraction * max(float(reference.abs().max()), 1e-6)
+
+
 def _losses_and_grads(model, batch, seed):
     torch.manual_seed(seed)
     model.zero_grad(set_to_none=True)
@@ -63,20 +68,22 @@ def test_device_matches_cpu(config, synthetic):
     cpu, other = _pair(cfg, synthetic)
     users = torch.arange(synthetic.n_users)
     with torch.no_grad():
-        torch.testing.assert_close(other.score_users(users.to(other.device_)).cpu(), cpu.score_users(users),
-                                   rtol=1e-4, atol=1e-5)
+        want = cpu.score_users(users)
+        torch.testing.assert_close(other.score_users(users.to(other.device_)).cpu(), want,
+                                   rtol=1e-4, atol=_atol(want, 1e-5))
     batch = next(iter(make_sampler(cpu.batch_spec, synthetic, 64).epoch(np.random.default_rng(3))))
     cpu_losses, cpu_grads = _losses_and_grads(cpu, batch, seed=1)
     other_losses, other_grads = _losses_and_grads(other, batch, seed=1)
     assert cpu_losses.keys() == other_losses.keys()
     for name, value in cpu_losses.items():
-        torch.testing.assert_close(other_losses[name], value, rtol=1e-4, atol=1e-4, msg=f"loss {name}")
+        torch.testing.assert_close(other_losses[name], value, rtol=1e-4, atol=1e-5, msg=f"loss {name}")
     assert cpu_grads.keys() == other_grads.keys() and cpu_grads
     for name, grad in cpu_grads.items():
-        torch.testing.assert_close(other_grads[name], grad, rtol=1e-3, atol=1e-5, msg=f"gradient of {name}")
+        torch.testing.assert_close(other_grads[name], grad, rtol=1e-3, atol=_atol(grad, 1e-4),
+                                   msg=f"gradient of {name}")
     ranked_cpu = evaluate(cpu, synthetic, ks=[10], device="cpu").metrics
     ranked_other = evaluate(other, synthetic, ks=[10], device=DEVICE).metrics
-    assert ranked_other == pytest.approx(ranked_cpu, abs=2e-3)
+    assert ranked_other == pytest.approx(ranked_cpu, abs=0.01)   # a near-tie may order differently: 1/600 each
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name.removesuffix("_synthetic.yaml") for c in CONFIGS])
