@@ -414,7 +414,8 @@ def test_shipped_grid_files_are_valid(monkeypatch):
         assert {m.model for m in grid.models} == expected
         assert all(m.config == f"configs/{m.model}_{{dataset}}.yaml" for m in grid.models if m.model != "dfme")
         plugin_cells = [c for c in expand_grid(grid) if c.config and c.config.model == "dfme" and c.seed == 1]
-        probes = {"taobao": {"CRGCN+DFME-L411": "crgcn", "MB-CGCN+DFME-bbreg0": "mbcgcn"}, "beibei": {}}[name]
+        probes = {"taobao": {"CRGCN+DFME-L411": "crgcn", "MB-CGCN+DFME-bbreg0": "mbcgcn",
+                  "MB-CGCN+DFME-cold": "mbcgcn"}, "beibei": {}}[name]
         assert {c.label: c.config.params["backbone"] for c in plugin_cells} == {
             "CRGCN+DFME": "crgcn", "MB-CGCN+DFME": "mbcgcn", "PKEF+DFME": "pkef", **probes}
         if name == "taobao":     # the probes differ from their rows in the one setting they test (and the monitor)
@@ -422,6 +423,8 @@ def test_shipped_grid_files_are_valid(monkeypatch):
             assert by_label["CRGCN+DFME-L411"].params["backbone_params"]["layers"] == [4, 1, 1]
             assert by_label["MB-CGCN+DFME-bbreg0"].params["backbone_reg"] == 0.0
             assert by_label["MB-CGCN+DFME"].params.get("backbone_reg") is None
+            assert by_label["MB-CGCN+DFME-cold"].params["backbone_params"]["pretrain_epochs"] == 0
+            assert by_label["MB-CGCN+DFME"].params["backbone_params"]["pretrain_epochs"] == 800
         valid_rows = {"beibei": {"COPF-valid", "MBSSL-valid"}, "taobao": set()}[name]
         assert set(grid.proposed_labels) == {"COPF", "MBSSL"} | valid_rows
         assert {c.label for c in expand_grid(grid) if c.config and c.config.data.validation == "holdout"} == valid_rows
