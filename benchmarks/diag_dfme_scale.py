@@ -75,8 +75,9 @@ def run_variant(label: str, config: str, overrides: list[str], steps: int) -> di
         sum(model.losses(batch).values()).backward()
         optimizer.step()
     end = snapshot(model, probe)
-    print(f"{label}: ego RMS {ego[0]:.4f}/{ego[1]:.4f}; target tables RMS {start['user_rms']:.4f}/{start['item_rms']:.4f}"
-          f" -> {end['user_rms']:.4f}/{end['item_rms']:.4f}; |score| {start['score_abs_mean']:.4f} -> "
+    print(f"{label}: ego RMS {ego[0]:.4f}/{ego[1]:.4f}; target tables RMS "
+          f"{start['user_rms']:.4f}/{start['item_rms']:.4f} -> {end['user_rms']:.4f}/{end['item_rms']:.4f}; "
+          f"|score| {start['score_abs_mean']:.4f} -> "
           f"{end['score_abs_mean']:.4f}; target BPR {start['losses'].get('bpr/buy', float('nan')):.4f} -> "
           f"{end['losses'].get('bpr/buy', float('nan')):.4f}; L2 {start['losses']['reg/l2']:.3f} -> "
           f"{end['losses']['reg/l2']:.3f}", flush=True)
