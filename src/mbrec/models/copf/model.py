@@ -178,6 +178,11 @@ class LightGCNMDFMEConfig(TaskConfig):
     layers: int = 3
 
 
+def squared_norm(weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """:math:`\\sum_W \\lVert W\\rVert^2` over ``weights`` (the L2 term's sum; scalar tensor)."""
+    return sum(w.pow(2).sum() for w in weights)
+
+
 def per_behavior(values: Sequence[int] | None, n_behaviors: int, key: str) -> list[int]:
     """A per-behavior layer list: None or a shorter list is padded with 1; negative or too long: error."""
     out = list(values or [])
@@ -267,8 +272,7 @@ class MultiTaskModel(Recommender):
 
     def l2_term(self) -> torch.Tensor:
         """``reg/l2`` = μ (Σ‖encoder weight‖² + Σ‖head W‖²), full tables (scalar tensor)."""
-        regularized = [*self.encoder_weights(), *self.head.regularized()]
-        return self.config.reg * sum(w.pow(2).sum() for w in regularized)
+        return self.config.reg * squared_norm([*self.encoder_weights(), *self.head.regularized()])
 
     @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:

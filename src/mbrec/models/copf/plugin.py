@@ -35,7 +35,7 @@ from mbrec.data.dataset import MultiBehaviorDataset
 from mbrec.graph import SparseOperator
 from mbrec.models.base import Recommender, model_class, register
 from mbrec.models.copf.dfme import TablePair
-from mbrec.models.copf.model import MultiTaskModel, TaskConfig
+from mbrec.models.copf.model import MultiTaskModel, TaskConfig, squared_norm
 
 
 def _backbone_class(name: str) -> type[Recommender]:
@@ -115,11 +115,11 @@ class DFMEOnBackbone(MultiTaskModel):
     def l2_term(self) -> torch.Tensor:
         """μ_b Σ‖backbone parameter‖² + μ Σ‖head W‖² (module docstring; μ_b = ``backbone_reg``, else μ)."""
         c = self.config
-        head = c.reg * sum(w.pow(2).sum() for w in self.head.regularized())
+        head = c.reg * squared_norm(self.head.regularized())
         backbone_reg = c.reg if c.backbone_reg is None else c.backbone_reg
         if backbone_reg == 0:
             return head
-        return head + backbone_reg * sum(w.pow(2).sum() for w in self.encoder_weights())
+        return head + backbone_reg * squared_norm(self.encoder_weights())
 
     def reset_parameters(self) -> None:
         self.backbone.reset_parameters()
