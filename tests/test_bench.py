@@ -415,7 +415,8 @@ def test_shipped_grid_files_are_valid(monkeypatch):
         assert all(m.config == f"configs/{m.model}_{{dataset}}.yaml" for m in grid.models if m.model != "dfme")
         plugin_cells = [c for c in expand_grid(grid) if c.config and c.config.model == "dfme" and c.seed == 1]
         probes = {"taobao": {"CRGCN+DFME-L411": "crgcn", "MB-CGCN+DFME-bbreg0": "mbcgcn",
-                  "MB-CGCN+DFME-cold": "mbcgcn"}, "beibei": {}}[name]
+                  "MB-CGCN+DFME-cold": "mbcgcn", "CRGCN+DFME-reg0": "crgcn", "CRGCN+DFME-reg1e-4": "crgcn",
+                  "MB-CGCN+DFME-reg1e-4": "mbcgcn"}, "beibei": {}}[name]
         assert {c.label: c.config.params["backbone"] for c in plugin_cells} == {
             "CRGCN+DFME": "crgcn", "MB-CGCN+DFME": "mbcgcn", "PKEF+DFME": "pkef", **probes}
         if name == "taobao":     # the probes differ from their rows in the one setting they test (and the monitor)
@@ -425,6 +426,16 @@ def test_shipped_grid_files_are_valid(monkeypatch):
             assert by_label["MB-CGCN+DFME"].params.get("backbone_reg") is None
             assert by_label["MB-CGCN+DFME-cold"].params["backbone_params"]["pretrain_epochs"] == 0
             assert by_label["MB-CGCN+DFME"].params["backbone_params"]["pretrain_epochs"] == 800
+            # the μ probes change the L2 term's μ and nothing else of their row's config
+            cells = {c.label: c.config for c in expand_grid(grid) if c.config and c.seed == 1}
+            for probe, row, mu in [("CRGCN+DFME-reg0", "CRGCN+DFME", 0.0), ("CRGCN+DFME-reg1e-4", "CRGCN+DFME", 1e-4),
+                                   ("MB-CGCN+DFME-reg1e-4", "MB-CGCN+DFME", 1e-4),
+                                   ("LightGCN-M+DFME-reg0", "LightGCN-M+DFME", 0.0),
+                                   ("LightGCN-M+DFME-reg1e-3", "LightGCN-M+DFME", 1e-3),
+                                   ("LightGCN-M+DFME-reg1e-4", "LightGCN-M+DFME", 1e-4)]:
+                assert cells[row].params["reg"] == 0.01 and cells[probe].params["reg"] == mu
+                assert {**cells[probe].params, "reg": 0.01} == cells[row].params
+                assert cells[probe].train.monitor_every == 10 and cells[row].train.monitor_every == 0
         valid_rows = {"beibei": {"COPF-valid", "MBSSL-valid"}, "taobao": set()}[name]
         assert set(grid.proposed_labels) == {"COPF", "MBSSL"} | valid_rows
         assert {c.label for c in expand_grid(grid) if c.config and c.config.data.validation == "holdout"} == valid_rows
