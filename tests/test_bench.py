@@ -413,7 +413,8 @@ def test_shipped_grid_files_are_valid(monkeypatch):
         assert grid.datasets == [name] and grid.seeds == [1, 2, 3]
         assert {m.model for m in grid.models} == expected
         assert all(m.config == f"configs/{m.model}_{{dataset}}.yaml" for m in grid.models if m.model != "dfme")
-        plugin_cells = [c for c in expand_grid(grid) if c.config and c.config.model == "dfme" and c.seed == 1]
+        grid_cells = expand_grid(grid)
+        plugin_cells = [c for c in grid_cells if c.config and c.config.model == "dfme" and c.seed == 1]
         probes = {"taobao": {"CRGCN+DFME-L411": "crgcn", "MB-CGCN+DFME-bbreg0": "mbcgcn",
                   "MB-CGCN+DFME-cold": "mbcgcn", "CRGCN+DFME-reg0": "crgcn", "CRGCN+DFME-reg1e-4": "crgcn",
                   "MB-CGCN+DFME-reg1e-4": "mbcgcn"}, "beibei": {}}[name]
@@ -427,7 +428,7 @@ def test_shipped_grid_files_are_valid(monkeypatch):
             assert by_label["MB-CGCN+DFME-cold"].params["backbone_params"]["pretrain_epochs"] == 0
             assert by_label["MB-CGCN+DFME"].params["backbone_params"]["pretrain_epochs"] == 800
             # the μ probes change the L2 term's μ and nothing else of their row's config
-            cells = {c.label: c.config for c in expand_grid(grid) if c.config and c.seed == 1}
+            cells = {c.label: c.config for c in grid_cells if c.config and c.seed == 1}
             for probe, row, mu in [("CRGCN+DFME-reg0", "CRGCN+DFME", 0.0), ("CRGCN+DFME-reg1e-4", "CRGCN+DFME", 1e-4),
                                    ("MB-CGCN+DFME-reg1e-4", "MB-CGCN+DFME", 1e-4),
                                    ("LightGCN-M+DFME-reg0", "LightGCN-M+DFME", 0.0),
@@ -438,7 +439,7 @@ def test_shipped_grid_files_are_valid(monkeypatch):
                 assert cells[probe].train.monitor_every == 10 and cells[row].train.monitor_every == 0
         valid_rows = {"beibei": {"COPF-valid", "MBSSL-valid"}, "taobao": set()}[name]
         assert set(grid.proposed_labels) == {"COPF", "MBSSL"} | valid_rows
-        assert {c.label for c in expand_grid(grid) if c.config and c.config.data.validation == "holdout"} == valid_rows
+        assert {c.label for c in grid_cells if c.config and c.config.data.validation == "holdout"} == valid_rows
     copf = expand_grid(load_grid(REPO / "benchmarks/grids/copf_taobao.yaml"))
     assert len(copf) == 54 and all(c.config.model == "copf" for c in copf)
     # the Table 3 ablations run 120 of the 200 epochs (a stated CPU budget), every other row all 200
