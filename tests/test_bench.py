@@ -421,14 +421,13 @@ def test_shipped_grid_files_are_valid(monkeypatch):
         assert {c.label: c.config.params["backbone"] for c in plugin_cells} == {
             "CRGCN+DFME": "crgcn", "MB-CGCN+DFME": "mbcgcn", "PKEF+DFME": "pkef", **probes}
         if name == "taobao":     # the probes differ from their rows in the one setting they test (and the monitor)
-            by_label = {c.label: c.config for c in plugin_cells}
-            assert by_label["CRGCN+DFME-L411"].params["backbone_params"]["layers"] == [4, 1, 1]
-            assert by_label["MB-CGCN+DFME-bbreg0"].params["backbone_reg"] == 0.0
-            assert by_label["MB-CGCN+DFME"].params.get("backbone_reg") is None
-            assert by_label["MB-CGCN+DFME-cold"].params["backbone_params"]["pretrain_epochs"] == 0
-            assert by_label["MB-CGCN+DFME"].params["backbone_params"]["pretrain_epochs"] == 800
-            # the μ probes change the L2 term's μ and nothing else of their row's config
             cells = {c.label: c.config for c in grid_cells if c.config and c.seed == 1}
+            assert cells["CRGCN+DFME-L411"].params["backbone_params"]["layers"] == [4, 1, 1]
+            assert cells["MB-CGCN+DFME-bbreg0"].params["backbone_reg"] == 0.0
+            assert cells["MB-CGCN+DFME"].params.get("backbone_reg") is None
+            assert cells["MB-CGCN+DFME-cold"].params["backbone_params"]["pretrain_epochs"] == 0
+            assert cells["MB-CGCN+DFME"].params["backbone_params"]["pretrain_epochs"] == 800
+            # the μ probes change the L2 term's μ and nothing else of their row's config
             for probe, row, mu in [("CRGCN+DFME-reg0", "CRGCN+DFME", 0.0), ("CRGCN+DFME-reg1e-4", "CRGCN+DFME", 1e-4),
                                    ("MB-CGCN+DFME-reg1e-4", "MB-CGCN+DFME", 1e-4),
                                    ("LightGCN-M+DFME-reg0", "LightGCN-M+DFME", 0.0),
