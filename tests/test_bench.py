@@ -417,7 +417,8 @@ def test_shipped_grid_files_are_valid(monkeypatch):
         plugin_cells = [c for c in grid_cells if c.config and c.config.model == "dfme" and c.seed == 1]
         probes = {"taobao": {"CRGCN+DFME-L411": "crgcn", "MB-CGCN+DFME-bbreg0": "mbcgcn",
                   "MB-CGCN+DFME-cold": "mbcgcn", "CRGCN+DFME-reg0": "crgcn", "CRGCN+DFME-reg1e-4": "crgcn",
-                  "MB-CGCN+DFME-reg1e-4": "mbcgcn", "MB-CGCN+DFME-cold-reg1e-4": "mbcgcn"}, "beibei": {}}[name]
+                  "MB-CGCN+DFME-reg1e-4": "mbcgcn", "MB-CGCN+DFME-cold-reg1e-4": "mbcgcn",
+                  "MB-CGCN+DFME-cold-std0.3-reg1e-4": "mbcgcn"}, "beibei": {}}[name]
         assert {c.label: c.config.params["backbone"] for c in plugin_cells} == {
             "CRGCN+DFME": "crgcn", "MB-CGCN+DFME": "mbcgcn", "PKEF+DFME": "pkef", **probes}
         if name == "taobao":     # the probes differ from their rows in the one setting they test (and the monitor)
@@ -439,6 +440,9 @@ def test_shipped_grid_files_are_valid(monkeypatch):
             cold = cells["MB-CGCN+DFME-cold-reg1e-4"].params                 # and the cold start at μ = 1e-4
             assert cold["reg"] == 1e-4 and cold["backbone_params"]["pretrain_epochs"] == 0
             assert {**cold, "reg": 0.01} == cells["MB-CGCN+DFME-cold"].params
+            wide = cells["MB-CGCN+DFME-cold-std0.3-reg1e-4"].params          # and at a wider initialisation
+            assert wide["backbone_params"]["init_std"] == 0.3 and cold["backbone_params"]["init_std"] == 0.01
+            assert {**wide, "backbone_params": {**wide["backbone_params"], "init_std": 0.01}} == cold
         valid_rows = {"beibei": {"COPF-valid", "MBSSL-valid"}, "taobao": set()}[name]
         assert set(grid.proposed_labels) == {"COPF", "MBSSL"} | valid_rows
         assert {c.label for c in grid_cells if c.config and c.config.data.validation == "holdout"} == valid_rows
