@@ -36,12 +36,9 @@ VARIANTS = {
     "CRGCN+DFME-L411": ("crgcn_dfme_taobao.yaml", ["params.backbone_params.layers=[4,1,1]"]),
     "PKEF+DFME": ("pkef_dfme_taobao.yaml", []),
     "MB-CGCN+DFME-cold": ("mbcgcn_dfme_taobao.yaml", ["params.backbone_params.pretrain_epochs=0"]),
-    "MB-CGCN+DFME-cold-std0.1-reg1e-4": ("mbcgcn_dfme_taobao.yaml", [
-        "params.backbone_params.pretrain_epochs=0", "params.backbone_params.init_std=0.1", "params.reg=0.0001"]),
-    "MB-CGCN+DFME-cold-std0.2-reg1e-4": ("mbcgcn_dfme_taobao.yaml", [
-        "params.backbone_params.pretrain_epochs=0", "params.backbone_params.init_std=0.2", "params.reg=0.0001"]),
-    "MB-CGCN+DFME-cold-std0.3-reg1e-4": ("mbcgcn_dfme_taobao.yaml", [
-        "params.backbone_params.pretrain_epochs=0", "params.backbone_params.init_std=0.3", "params.reg=0.0001"]),
+    **{f"MB-CGCN+DFME-cold-std{std}-reg1e-4": ("mbcgcn_dfme_taobao.yaml", [
+        "params.backbone_params.pretrain_epochs=0", f"params.backbone_params.init_std={std}", "params.reg=0.0001"])
+       for std in (0.1, 0.2, 0.3)},
 }
 
 
