@@ -50,6 +50,15 @@ def test_grid_spec_errors_name_the_key(tmp_path):
                                     {"label": "X", "model": "mf", "datasets": ["beibei"]}])
     with pytest.raises(ConfigError, match="--only: unknown label 'COPF'"):
         expand_grid(make_grid(tmp_path), only=["COPF"])
+    with pytest.raises(ConfigError, match="imports.MF: must be .* not a label of this grid"):
+        make_grid(tmp_path, imports={"MF": "elsewhere"})
+    with pytest.raises(ConfigError, match="imports.COPF: the results folder"):
+        make_grid(tmp_path, imports={"COPF": ""})
+    grid = make_grid(tmp_path, imports={"COPF": "elsewhere"}, proposed_labels=["COPF"])
+    assert grid.row_labels == [*grid.labels, "COPF"]
+    assert [c.label for c in expand_grid(grid)] == [c.label for c in expand_grid(make_grid(tmp_path))]
+    meta = json.loads(grid_module.write_grid_meta(grid, None).read_text())
+    assert (meta["labels"], meta["imports"]) == (["MF", "LGN-M", "COPF"], {"COPF": "elsewhere"})
 
 
 def test_cell_configs_layer_file_grid_and_entry_overrides(tmp_path):
@@ -260,6 +269,30 @@ def test_protocols_relative_gain_and_paired_ttest(tmp_path):
     assert "| GHCF | 1 | 0.4000 | 0.3000 |" in text  # a single seed shows the mean only
 
 
+def test_imported_rows_join_the_summary_and_its_comparison(tmp_path):
+    own, other = tmp_path / "own", tmp_path / "other"
+    write_hand_results(other, {"COPF": [0.45, 0.44, 0.47], "COPF-old": [0.9, 0.9, 0.9]}, {"name": "other"})
+    write_hand_results(own, {"MF": [0.30, 0.32, 0.31], "GHCF": [0.40, 0.43, 0.41]},
+                       {"name": "own", "labels": ["MF", "GHCF", "COPF"], "imports": {"COPF": str(other)},
+                        "baseline_labels": ["MF", "GHCF"], "proposed_labels": ["COPF"]})
+    summary = build_summary(own)
+    paper = summary["datasets"]["taobao"]["protocols"]["paper"]
+    assert [r["label"] for r in paper["rows"]] == ["MF", "GHCF", "COPF"]  # COPF-old stays in its folder
+    assert summary["runs"] == 9
+    hr = paper["comparison"]["HR@10"]
+    assert (hr["proposed"], hr["baseline"], hr["common_seeds"]) == ("COPF", "GHCF", [1, 2, 3])
+    assert hr["p_value"] == pytest.approx(stats.ttest_rel([0.45, 0.44, 0.47], [0.40, 0.43, 0.41]).pvalue,
+                                          rel=1e-12)
+    write_summary(own)
+    assert f"- row COPF: records in `{other}` (trained by another grid)" in (own / "summary.md").read_text()
+    assert f"COPF's in `{other}`" in readme_table(own)
+    meta = json.loads((own / "grid.json").read_text())
+    meta["imports"] = {"COPF": str(own)}  # a folder without the row's records
+    (own / "grid.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"grid\.json: imports: no records of 'COPF' in .*own"):
+        build_summary(own)
+
+
 def test_comparison_with_paper_numbers(tmp_path):
     from mbrec.bench.papers import load_paper_numbers
 
@@ -444,9 +477,13 @@ def test_shipped_grid_files_are_valid(monkeypatch):
             assert wide["backbone_params"]["init_std"] == 0.3 and cold["backbone_params"]["init_std"] == 0.01
             assert {**wide, "backbone_params": {**wide["backbone_params"], "init_std": 0.01}} == cold
         valid_rows = {"beibei": {"COPF-valid", "MBSSL-valid"}, "taobao": set()}[name]
-        assert set(grid.proposed_labels) == {"COPF", "MBSSL"} | valid_rows
+        assert set(grid.proposed_labels) == {"COPF", "MBSSL"} | set(grid.imports)  # -valid rows: fewer buys
         assert {c.label for c in grid_cells if c.config and c.config.data.validation == "holdout"} == valid_rows
-    copf = expand_grid(load_grid(REPO / "benchmarks/grids/copf_taobao.yaml"))
+    copf_grid = load_grid(REPO / "benchmarks/grids/copf_taobao.yaml")
+    # the Taobao table imports COPF's final configuration from the grid that trains it
+    assert load_grid(REPO / "benchmarks/grids/taobao.yaml").imports == {"COPF-L411": str(copf_grid.results_path)}
+    assert "COPF-L411" in copf_grid.labels and load_grid(REPO / "benchmarks/grids/beibei.yaml").imports == {}
+    copf = expand_grid(copf_grid)
     assert len(copf) == 54 and all(c.config.model == "copf" for c in copf)
     # the Table 3 ablations run 120 of the 200 epochs (a stated CPU budget), every other row all 200
     assert {c.label: c.config.train.epochs for c in copf if c.config.train.epochs != 200} == {

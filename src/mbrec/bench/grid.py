@@ -14,6 +14,7 @@ A grid file (YAML)::
       - {label: MF-BPR, model: mf, datasets: [taobao]}   # no config file: model defaults + overrides
       - {label: COPF-noise0.2, model: copf, config: "configs/copf_{dataset}.yaml",
          set: [data.noise_ratio=0.2], noise_of: COPF}     # noise robustness row (mbrec.bench.analysis)
+    imports: {COPF-L411: benchmarks/results/copf_taobao}   # rows another grid trained, shown in this summary
     baseline_labels: [MF-BPR]             # rows compared in the relative-gain line of the summary
     proposed_labels: [COPF]
 
@@ -37,6 +38,10 @@ Status of a cell:
 * ``busy`` — another process is running this cell now (it holds the lock file ``<run folder>/.lock``);
   skipped, so two ``bench run`` processes can share a grid (e.g. one per seed with ``--seeds``);
 * ``run`` — anything else (a stale result or checkpoint of another config is overwritten).
+
+``imports`` maps a row that another grid trains to that grid's results folder (relative to the working
+directory): this grid's summary and bar charts read the row's records there and show it beside the grid's own
+rows (so one table can hold a model whose reproduction has a grid of its own); ``bench run`` never runs it.
 
 Configs are compared as plain data, ignoring ``train.progress`` (display only), ``train.threads`` and
 ``train.hmg.task_threads`` (how many CPU threads run it), ``train.device`` and ``train.monitor_every`` (extra
@@ -95,6 +100,7 @@ class GridSpec:
     results_dir: str | None = None
     parked_dir: str | None = None
     set: list[str] = field(default_factory=list)
+    imports: dict[str, str] = field(default_factory=dict)
     baseline_labels: list[str] = field(default_factory=list)
     proposed_labels: list[str] = field(default_factory=list)
 
@@ -109,6 +115,11 @@ class GridSpec:
     @property
     def labels(self) -> list[str]:
         return [m.label for m in self.models]
+
+    @property
+    def row_labels(self) -> list[str]:
+        """The summary's rows: the grid's own labels, then the imported ones."""
+        return self.labels + list(self.imports)
 
     def validate(self) -> None:
         if not _SAFE_NAME.match(self.name):
@@ -131,8 +142,13 @@ class GridSpec:
                 raise ConfigError(f"models[{i}].datasets: {unknown[0]!r} is not one of the grid's datasets")
             if entry.noise_of is not None and (entry.noise_of not in self.labels or entry.noise_of == entry.label):
                 raise ConfigError(f"models[{i}].noise_of: {entry.noise_of!r} must be the label of another row")
+        for label, folder in self.imports.items():
+            if not _SAFE_NAME.match(label) or label in self.labels:
+                raise ConfigError(f"imports.{label}: must be letters, digits and _.+- and not a label of this grid")
+            if not folder:
+                raise ConfigError(f"imports.{label}: the results folder that holds this row's records is required")
         for key in ("baseline_labels", "proposed_labels"):
-            unknown = [lab for lab in getattr(self, key) if lab not in self.labels]
+            unknown = [lab for lab in getattr(self, key) if lab not in self.row_labels]
             if unknown:
                 raise ConfigError(f"{key}: unknown label {unknown[0]!r}")
         both = set(self.baseline_labels) & set(self.proposed_labels)
@@ -373,8 +389,8 @@ class GridReport:
 def write_grid_meta(grid: GridSpec, grid_file: str | None) -> Path:
     """``grid.json`` in the results folder: row order and which rows are baselines / proposed models."""
     path = grid.results_path / GRID_META_FILE
-    atomic_write_json(path, {"name": grid.name, "grid_file": grid_file, "labels": grid.labels,
-                             "models": {m.label: m.model for m in grid.models},
+    atomic_write_json(path, {"name": grid.name, "grid_file": grid_file, "labels": grid.row_labels,
+                             "models": {m.label: m.model for m in grid.models}, "imports": grid.imports,
                              "baseline_labels": grid.baseline_labels, "proposed_labels": grid.proposed_labels,
                              "noise_of": {m.label: m.noise_of for m in grid.models if m.noise_of},
                              "datasets": grid.datasets, "seeds": grid.seeds})

@@ -17,6 +17,7 @@ a single seed shows the mean only). With ``baseline_labels`` / ``proposed_labels
 best proposed row :math:`P` over the best baseline row :math:`B` (best = highest mean for that metric) and
 the p-value of a paired t-test (``scipy.stats.ttest_rel``) over their common seeds (needs >= 2 seeds and
 paired differences that are not all equal, else the t statistic is undefined and the table says n/a).
+Rows named in the grid's ``imports`` are read from the results folder of the grid that trained them.
 Records with ``groups`` add a per-group table and rows with ``noise_of`` a noise-robustness table
 (:mod:`mbrec.bench.analysis`).
 """
@@ -69,6 +70,18 @@ def load_records(results_dir: str | Path) -> list[dict]:
 def load_grid_meta(results_dir: str | Path) -> dict:
     path = Path(results_dir) / GRID_META_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def load_summary_records(results_dir: str | Path, meta: dict) -> list[dict]:
+    """The folder's records plus, for each of its grid's ``imports`` (label -> results folder), that row's
+    records in the other folder (:mod:`mbrec.bench.grid`)."""
+    records = load_records(results_dir)
+    for label, folder in meta.get("imports", {}).items():
+        found = [r for r in load_records(folder) if record_label(r) == label]
+        if not found:
+            raise ConfigError(f"{Path(results_dir) / GRID_META_FILE}: imports: no records of {label!r} in {folder}")
+        records += found
+    return records
 
 
 def record_seed(record: dict) -> int:
@@ -171,10 +184,10 @@ def compare_best(rows: list[dict], metrics: list[str], baseline_labels: list[str
 def build_summary(results_dir: str | Path, papers: PaperNumbers | None = None) -> dict:
     """The summary of a results folder as plain data (what ``summary.json`` holds); with ``papers``, also
     the comparison with the papers' numbers (:mod:`mbrec.bench.papers`)."""
-    records = load_records(results_dir)
+    meta = load_grid_meta(results_dir)
+    records = load_summary_records(results_dir, meta)
     if not records:
         raise ConfigError(f"{results_dir}: no result records")
-    meta = load_grid_meta(results_dir)
     labels = meta.get("labels", [])
     datasets = {}
     for name in sorted({record_dataset(r) for r in records}, key=_dataset_order(meta, records)):
@@ -201,6 +214,7 @@ def build_summary(results_dir: str | Path, papers: PaperNumbers | None = None) -
         "std": "sample standard deviation over seeds (ddof=1)",
         "baseline_labels": meta.get("baseline_labels", []),
         "proposed_labels": meta.get("proposed_labels", []),
+        "imports": meta.get("imports", {}),
         "datasets": datasets,
     }
     if papers is not None:
@@ -271,6 +285,8 @@ def render_markdown(summary: dict) -> str:
         f"- seeds: {', '.join(map(str, summary['seeds']))}; values are mean ± {summary['std']}",
         f"- machine: {'; '.join(summary['machines'])}",
     ]
+    lines += [f"- row {label}: records in `{folder}` (trained by another grid)"
+              for label, folder in summary.get("imports", {}).items()]
     for name, ds in summary["datasets"].items():
         lines += ["", f"## {name}", "", f"Seeds: {', '.join(map(str, ds['seeds']))}."]
         for protocol, title in PROTOCOLS.items():
@@ -320,7 +336,8 @@ def readme_table(results_dir: str | Path, protocol: str = "paper", papers: Paper
     lines = _markdown_table(["model", *(f"{d} {m}" for d, m in columns)], body)
     seeds = ", ".join(map(str, summary["seeds"]))
     note = (f"Mean ± std over the seeds a row has (among {seeds}); protocol: {PROTOCOLS[protocol]}; "
-            f"{summary['generated_at'][:10]}, {'; '.join(summary['machines'])}; records in `{results_dir}`.")
+            f"{summary['generated_at'][:10]}, {'; '.join(summary['machines'])}; records in `{results_dir}`"
+            + "".join(f"; {label}'s in `{folder}`" for label, folder in summary["imports"].items()) + ".")
     comparison = render_comparison(summary.get("papers", {}).get("rows", []), papers.tolerance) if papers else []
     return "\n".join([*lines, "", note, *([""] + comparison if comparison else [])])
 
