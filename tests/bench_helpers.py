@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mbrec.bench.grid import GridSpec, run_grid
+from mbrec.bench.grid import run_grid
+from mbrec.bench.spec import GridSpec
 from mbrec.config import from_dict
 from mbrec.data.dataset import MultiBehaviorDataset, binary_csr
 

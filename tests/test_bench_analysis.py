@@ -10,7 +10,7 @@ import pytest
 from bench_helpers import DATASET
 
 from mbrec.bench.analysis import backfill_groups, noise_section
-from mbrec.bench.grid import GridSpec
+from mbrec.bench.spec import GridSpec
 from mbrec.bench.summary import build_summary, render_markdown
 from mbrec.config import ConfigError, RunConfig, from_dict
 from mbrec.eval.evaluator import evaluate

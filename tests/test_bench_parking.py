@@ -11,7 +11,8 @@ import torch
 from bench_helpers import TRAIN_SET, make_grid, quiet_run
 
 from mbrec.bench import grid as grid_module
-from mbrec.bench.grid import GridSpec, cell_status, expand_grid
+from mbrec.bench.grid import cell_status, expand_grid
+from mbrec.bench.spec import GridSpec
 from mbrec.config import ConfigError
 from mbrec.train.trainer import Trainer
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mbrec.bench.grid import GridSpec, cell_status, dataset_key, expand_grid
+from mbrec.bench.grid import cell_status, dataset_key, expand_grid
+from mbrec.bench.spec import GridSpec
 from mbrec.config import RunConfig
 from mbrec.train.checkpoint import atomic_write_json
 

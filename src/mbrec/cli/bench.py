@@ -83,7 +83,8 @@ def _config_error(e: ConfigError) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from mbrec.bench.grid import load_grid, run_grid
+    from mbrec.bench.grid import run_grid
+    from mbrec.bench.spec import load_grid
 
     try:
         grid = load_grid(args.grid)
@@ -95,7 +96,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def park_command(args: argparse.Namespace) -> int:
-    from mbrec.bench.grid import load_grid, park_grid
+    from mbrec.bench.grid import park_grid
+    from mbrec.bench.spec import load_grid
 
     try:
         park_grid(load_grid(args.grid), only=args.only, seeds=args.seeds, extra_set=args.overrides,
@@ -107,7 +109,7 @@ def park_command(args: argparse.Namespace) -> int:
 
 def groups_command(args: argparse.Namespace) -> int:
     from mbrec.bench.analysis import backfill_groups
-    from mbrec.bench.grid import load_grid
+    from mbrec.bench.spec import load_grid
 
     try:
         backfill_groups(load_grid(args.grid), only=args.only, seeds=args.seeds, extra_set=args.overrides)
